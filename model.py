@@ -1,0 +1,404 @@
+"""
+The language model: a small Llama-2 style GPT trained from scratch, and the KV cache that the
+spawn/join rollout engine is built on. Needs only torch.
+
+    python model.py --preset tiny        # print the config and parameter counts of a preset
+
+Architecture (the paper's, spec section 6): token embedding, N pre-norm blocks of
+(RMSNorm -> causal self-attention with rotary positions) and (RMSNorm -> SwiGLU MLP), final
+RMSNorm, untied output head, no biases anywhere. `GPTConfig` presets: `paper` (18 layers, width
+1024, 227.7M non-embedding parameters, context 4,096), `small` (one GPU) and `tiny` (a 2-core CPU).
+
+One `forward` serves three uses:
+- training: `model(idx, targets)` returns the mean cross-entropy over targets that are not -1;
+- RL: `model(idx, targets, reduction="none")` returns each target token's log-probability;
+- decoding: `model(idx, kv_cache=cache, rows=rows)` appends the tokens to those cache rows and
+  returns their logits.
+
+The KV cache (`KVCache`) is what makes spawn/join cheap. It is preallocated per layer with a fixed
+number of rows, and keeps an explicit length per row: rows hold threads of different lengths that
+start and end at different times. A row's next token goes to slot `lengths[row]` with rotary
+position `lengths[row]`; attention for a row only sees that row's slots below its own length, so
+a freed, truncated or forked row never shows another row's keys or stale ones. Operations:
+`allocate`, `free`, `fork` (copy a row into new rows: a prompt prefilled once, sampled n times)
+and `truncate` (a parent drops its spawn block at join and continues from an earlier length).
+
+Left out on purpose: dropout (the data is generated fresh), weight tying (the paper's model is
+untied), grouped-query attention, torch.compile (off by default to keep the code the reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 1282       # set from the tokenizer (tokenizer.Tokenizer().vocab_size)
+    n_layer: int = 4             # transformer blocks
+    n_embd: int = 256            # width of the residual stream
+    n_head: int = 4              # attention heads; head size is n_embd / n_head
+    mlp_hidden: int = 688        # SwiGLU hidden width (Llama uses about 8/3 of n_embd)
+    context: int = 1024          # longest sequence a thread may hold, in tokens
+    rope_theta: float = 10000.0  # rotary base frequency
+    norm_eps: float = 1e-5       # RMSNorm epsilon
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"n_embd {self.n_embd} must split into {self.n_head} heads of even size")
+
+
+PRESETS = {
+    # the paper's model: 227.7M parameters outside the embeddings, 4k context
+    "paper": GPTConfig(n_layer=18, n_embd=1024, n_head=16, mlp_hidden=2752, context=4096),
+    # one GPU, about an hour of SFT
+    "small": GPTConfig(n_layer=8, n_embd=512, n_head=8, mlp_hidden=1376, context=4096),
+    # a 2-core CPU in minutes (sized by the reproduction work)
+    "tiny": GPTConfig(n_layer=4, n_embd=256, n_head=4, mlp_hidden=688, context=1024),
+}
+
+
+def preset(name: str, **overrides) -> GPTConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers, from primitives up
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight: LayerNorm without the mean and the bias (Llama)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotary_table(head_dim: int, length: int, theta: float):
+    """cos and sin of position * frequency, each (length, head_dim / 2)."""
+    freqs = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), freqs)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate each pair (x[i], x[i + D/2]) of every head by its position's angle.
+    x: (B, H, T, D); cos, sin: (B, 1, T, D/2), one row of positions per batch row."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head, self.head_dim = config.n_head, config.n_embd // config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, cache=None, layer=0, rows=None, starts=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, H, T, D)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is None:  # training: plain causal attention over this sequence
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k, v, mask = cache.append(layer, rows, starts, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # (B, H, T, D) -> (B, T, C)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.gate = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
+        self.up = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
+        self.down = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, **cache_args):
+        x = x + self.attn(self.attn_norm(x), cos, sin, **cache_args)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# The KV cache
+
+class KVCache:
+    """Keys and values of up to `rows` threads, each up to `max_len` tokens, for every layer.
+
+    `lengths[r]` is how many tokens row r holds; its slots beyond that are stale and never
+    attended to. A row is allocated to a thread, grows by `GPT.forward`, and is freed when the
+    thread ends; `fork` and `truncate` serve sampling groups and joins.
+    """
+
+    def __init__(self, config: GPTConfig, rows: int, max_len: int | None = None, device="cpu",
+                 dtype=torch.float32):
+        self.max_len = max_len or config.context
+        head_dim = config.n_embd // config.n_head
+        shape = (config.n_layer, rows, config.n_head, self.max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        self.in_use = [False] * rows
+
+    @property
+    def rows(self) -> int:
+        return len(self.in_use)
+
+    def allocate(self, n: int = 1) -> list[int]:
+        """Take n free rows (empty, length 0); RuntimeError if there are not enough."""
+        free = [r for r, used in enumerate(self.in_use) if not used][:n]
+        if len(free) < n:
+            raise RuntimeError(f"KV cache full: asked for {n} rows, {len(free)} of {self.rows} free")
+        for r in free:
+            self.in_use[r] = True
+            self.lengths[r] = 0
+        return free
+
+    def free(self, rows) -> None:
+        for r in rows:
+            self.in_use[r] = False
+            self.lengths[r] = 0
+
+    def fork(self, source: int, targets) -> None:
+        """Copy row `source` (its keys, values and length) into each of the `targets` rows."""
+        n = int(self.lengths[source])
+        targets = torch.as_tensor(list(targets), dtype=torch.long, device=self.k.device)
+        self.k[:, targets, :, :n] = self.k[:, source:source + 1, :, :n]
+        self.v[:, targets, :, :n] = self.v[:, source:source + 1, :, :n]
+        self.lengths[targets] = n
+
+    def truncate(self, row: int, length: int) -> None:
+        """Forget row's tokens from `length` on; the next token goes to slot `length`."""
+        if not 0 <= length <= int(self.lengths[row]):
+            raise ValueError(f"cannot truncate row {row} of length {int(self.lengths[row])} to {length}")
+        self.lengths[row] = length
+
+    def append(self, layer: int, rows, starts, k, v):
+        """Write new keys and values (B, H, T, D) at slots starts[b] + t of rows[b]; return this
+        layer's keys and values for those rows, and the attention mask (B, 1, T, L) that lets
+        query t of row b see exactly slots 0 .. starts[b] + t."""
+        B, H, T, D = k.shape
+        slots = starts[:, None] + torch.arange(T, device=k.device)  # (B, T)
+        rows_col = rows[:, None]
+        # advanced indices around a slice put their dims first: the target is (B, T, H, D)
+        self.k[layer][rows_col, :, slots] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[layer][rows_col, :, slots] = v.transpose(1, 2).to(self.v.dtype)
+        span = int(starts.max()) + T  # no row needs keys beyond this slot
+        if B == self.rows or bool((rows[1:] - rows[:-1] == 1).all()):
+            first = int(rows[0])  # a contiguous block of rows: a view, no copy
+            keys, values = self.k[layer, first:first + B, :, :span], self.v[layer, first:first + B, :, :span]
+        else:
+            keys, values = self.k[layer, rows, :, :span], self.v[layer, rows, :, :span]
+        mask = torch.arange(span, device=k.device)[None, None, :] <= slots[:, :, None]  # (B, T, L)
+        return keys.to(k.dtype), values.to(v.dtype), mask[:, None]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        cos, sin = rotary_table(config.n_embd // config.n_head, config.context, config.rope_theta)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        self.init_weights()
+
+    def init_weights(self):
+        """All initialization in one place: every Linear and the embedding ~ N(0, 0.02); the two
+        projections that write into the residual stream (attention out, MLP down) are scaled by
+        1/sqrt(2 * n_layer) so the stream's variance does not grow with depth (GPT-2); RMSNorm
+        weights are 1."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        for block in self.blocks:
+            for proj in (block.attn.proj, block.mlp.down):
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def forward(self, idx, targets=None, kv_cache: KVCache | None = None, rows=None, n_new=None,
+                reduction: str = "mean", last_only: bool = False):
+        """idx (B, T) token ids.
+
+        - targets (B, T), -1 where no loss: returns the mean loss, or with reduction="none" the
+          log-probability of each target (0 where the target is -1), shape (B, T).
+        - kv_cache, rows (B,): append idx to those cache rows and return logits (B, T, V), or
+          (B, V) at each row's last new token with last_only=True. n_new (B,) says how many of the
+          T tokens are real for each row (ragged prefill; the rest is padding on the right);
+          default all T. The rows' lengths grow by n_new.
+        - neither: logits (B, T, V) of a plain causal pass.
+        """
+        B, T = idx.shape
+        device = idx.device
+        cache_args = {}
+        if kv_cache is None:
+            positions = torch.arange(T, device=device).expand(B, T)
+        else:
+            rows = torch.as_tensor(rows, dtype=torch.long, device=device)
+            starts = kv_cache.lengths[rows]
+            if int(starts.max()) + T > kv_cache.max_len:
+                raise ValueError(f"a row would exceed the cache's {kv_cache.max_len} slots")
+            positions = starts[:, None] + torch.arange(T, device=device)
+            cache_args = dict(cache=kv_cache, rows=rows, starts=starts)
+        if int(positions.max()) >= self.config.context:
+            raise ValueError(f"position {int(positions.max())} is beyond the context of {self.config.context}")
+        # (B, T, D/2) -> (B, 1, T, D/2): the same angle for every head
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
+        x = self.embed(idx)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, layer=layer, **cache_args) if cache_args else block(x, cos, sin)
+        x = self.norm(x)
+
+        if kv_cache is not None:
+            n_new = torch.full((B,), T, device=device) if n_new is None else \
+                torch.as_tensor(n_new, dtype=torch.long, device=device)
+            kv_cache.lengths[rows] = starts + n_new
+            if last_only:
+                x = x[torch.arange(B, device=device), n_new - 1]  # (B, C)
+            return self.head(x).float()
+        logits = self.head(x).float()
+        if targets is None:
+            return logits
+        if reduction == "mean":
+            return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        logprobs = -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-1, reduction="none")
+        return logprobs  # (B, T), 0 where targets == -1
+
+    # -- sizes ----------------------------------------------------------------------------------
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters, without the embedding and output head by default (the paper's count)."""
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.embed.weight.numel() + self.head.weight.numel()
+        return total
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6 per parameter (forward + backward, head included) plus
+        attention's 12 * layers * width * (average keys attended, seq_len / 2 when causal)."""
+        T = seq_len or self.config.context
+        c = self.config
+        return 6 * self.num_params(non_embedding=False) + 12 * c.n_layer * c.n_embd * T / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+
+def pick_device(override: str | None = None) -> torch.device:
+    """cuda, then mps, then cpu, unless `override` names one."""
+    if override:
+        return torch.device(override)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; fp32 elsewhere (bf16 matmul on a CPU is far slower than fp32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: the one place they are written and read
+
+def save_checkpoint(path: str, model: GPT, tokenizer, args: dict | None = None, **extra) -> None:
+    """Write config, weights, tokenizer identity, the run's arguments and any extra state
+    (optimizer, step, ...) to `path`, atomically: a temporary file renamed when complete."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    state = {"config": asdict(model.config), "model": model.state_dict(),
+             "tokenizer": tokenizer.identity(), "args": dict(args or {}), **extra}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str, device="cpu", expect_config: GPTConfig | None = None,
+                    expect_tokenizer: dict | None = None):
+    """Rebuild (model, tokenizer, checkpoint dict) from `path`. ValueError, saying why, for a
+    missing file, or a config or tokenizer other than the expected ones."""
+    from tokenizer import Tokenizer  # the tokenizer is part of a checkpoint's identity
+    if not os.path.exists(path):
+        raise ValueError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location=device, weights_only=True)
+    config = GPTConfig(**state["config"])
+    if expect_config is not None and config != expect_config:
+        diff = {k: (v, getattr(config, k)) for k, v in asdict(expect_config).items() if getattr(config, k) != v}
+        raise ValueError(f"checkpoint {path} has another model config (expected, found): {diff}")
+    if expect_tokenizer is not None and state["tokenizer"] != expect_tokenizer:
+        raise ValueError(f"checkpoint {path} was trained with tokenizer {state['tokenizer']}, "
+                         f"not {expect_tokenizer}")
+    tokenizer = Tokenizer.from_identity(state["tokenizer"])
+    if tokenizer.vocab_size != config.vocab_size:
+        raise ValueError(f"checkpoint {path}: model vocabulary {config.vocab_size} != tokenizer's "
+                         f"{tokenizer.vocab_size}")
+    model = GPT(config)
+    model.load_state_dict(state["model"])
+    return model.to(device), tokenizer, state
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Print a preset's configuration and parameter counts.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model preset")
+    args = parser.parse_args(argv)
+    from tokenizer import Tokenizer
+    config = preset(args.preset, vocab_size=Tokenizer().vocab_size)
+    with torch.device("meta"):  # sizes only: no memory, no init time
+        model = GPT(config)
+    print(config)
+    print(f"non-embedding parameters: {model.num_params() / 1e6:.1f}M, "
+          f"all: {model.num_params(non_embedding=False) / 1e6:.1f}M, "
+          f"training FLOPs per token at full context: {model.flops_per_token() / 1e6:.1f}M")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
