@@ -301,6 +301,41 @@ def join(parent_text: str, child_texts: list[str | None]) -> str:
     return before + join_block(level, ids, [child_result(t) for t in child_texts])
 
 
+def root_prompt(nums: list[int], target: int, parallel: bool) -> str:
+    """What the runtime gives a model to start a problem: the root's state (an APR parent also
+    gets the `Moving to Node #0` line its children's prompts begin with)."""
+    state = f"Current State: {target}:{list(nums)}, Operations: []\n"
+    return "Moving to Node #0\n" + state if parallel else state
+
+
+def condition_prefix(mode: str, budget: int | None) -> str:
+    """The optional conditioning prefix before a root prompt (spec section 3): SoS+ is told a
+    token budget, an APR parent how many child threads to use."""
+    if budget is None:
+        return ""
+    return f"Token Budget: {budget} " if mode == "sosp" else f"Sub Call Budget: {budget} "
+
+
+def lm_calls(trace_dict: dict, prefix: str = "", root: bool = True):
+    """Every LM call of a demonstration's thread tree as a list of (text, written) segments:
+    `written` is False for what the runtime injects (conditioning prefix, prompt, the parent's
+    earlier text and the join block of a continued call) and True for what the model writes.
+    A call that ends in a spawn block does not end the thread; the last call of a thread does.
+    Yields (segments, ends_thread)."""
+    calls = trace_dict["main_calls"]
+    for k, text in enumerate(calls):
+        if k == 0:
+            prompt_end = text.index("\n", text.index("Current State: ")) + 1  # two prompt lines
+        else:
+            children = trace_dict["sub_calls"][k - 1]
+            prompt_end = len(join(calls[k - 1], [child["main_calls"][-1] for child in children]))
+        yield [(prefix if root else "", False), (text[:prompt_end], False), (text[prompt_end:], True)], \
+            k == len(calls) - 1
+    for spawn in trace_dict["sub_calls"]:
+        for child in spawn:
+            yield from lm_calls(child, root=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # The solvers
 

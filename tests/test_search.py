@@ -307,3 +307,25 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys, conten
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_lm_calls_split_injected_from_written_text(problems):
+    """Each LM call's written part is exactly what a thread adds after its context; contexts
+    are the prompt, or the previous call up to its spawn block plus the join block."""
+    for r in search.demonstrate_all(problems[:100], "apr"):
+        td = r["trace_dict"]
+        calls = list(search.lm_calls(td, prefix="Sub Call Budget: 5 "))
+        assert len(calls) == r["sequences"]
+        (first, first_ends), *_ = calls
+        assert first[0] == ("Sub Call Budget: 5 ", False)
+        assert first[1] == (search.root_prompt(r["nums"], r["target"], parallel=True), False)
+        for k, (segments, ends) in enumerate(calls[:len(td["main_calls"])]):
+            text = "".join(t for t, _ in segments[1:])
+            assert text == td["main_calls"][k]
+            assert ends == (k == len(td["main_calls"]) - 1)
+            if k > 0:
+                assert segments[1][0].endswith(search.JOIN_CLOSE)
+            if not ends:
+                assert segments[2][0].endswith(search.SPAWN_CLOSE)
+        for segments, ends in calls[len(td["main_calls"]):]:  # children: prompt of two lines
+            assert segments[0] == ("", False) and segments[1][0].count("\n") == 2
