@@ -1,0 +1,128 @@
+"""Supervised training (train_sft.py): masks, batching, short runs, resume, DDP, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import model as M
+import search
+import train_sft
+from tokenizer import Tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a run small enough for a test: 40 problems, a one-layer model, a few steps
+TINY_RUN = ["--preset", "tiny", "--n-train", "40", "--n-val", "8", "--n-layer", "1", "--n-embd", "32",
+            "--context", "512", "--micro-tokens", "1024", "--batch-tokens", "2048", "--workers", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def run(args, data_dir, out):
+    return train_sft.main(args + TINY_RUN + ["--data-dir", data_dir, "--out", str(out)])
+
+
+@pytest.mark.parametrize("mode", ["sosp", "apr"])
+def test_two_step_run_writes_checkpoint_and_results(tmp_path, data_dir, mode):
+    out = tmp_path / mode
+    assert run(["--mode", mode, "--steps", "2", "--eval-every", "1"], data_dir, out) == 0
+    results = json.loads((out / "run.json").read_text())
+    assert [h["step"] for h in results["history"]] == [0, 1, 2]
+    assert results["history"][-1]["val_loss"] < results["history"][0]["val_loss"]
+    assert 0 <= results["padding_share"] < 0.5
+    _, _, state = M.load_checkpoint(str(out / "ckpt.pt"))
+    assert state["step"] == 2 and state["args"]["mode"] == mode
+
+
+def test_loss_mask_trains_only_what_the_model_writes():
+    """Prompts, conditioning prefixes and join blocks are never targets; EOS ends a thread's last
+    call as a target; a call that ends in a spawn block has no EOS."""
+    tok = Tokenizer()
+    problems = [{"nums": [22, 26, 31, 53], "target": 27}, {"nums": [3, 7, 9, 12], "target": 48}]
+    records = [search.demonstrate(p, i, "apr", 0, search.DEFAULTS["apr"]) for i, p in enumerate(problems * 5)]
+    record = next(r for r in records if r["spawns"])
+    sequences, _ = train_sft.training_sequences([record], "apr", tok, 4096, conditioning=True)
+    calls = list(search.lm_calls(record["trace_dict"], "Sub Call Budget: 1 "))
+    assert len(sequences) == len(calls)
+    for (ids, mask), (segments, ends) in zip(sequences, calls):
+        idx, targets = train_sft.collate([(ids, mask)], [0], tok.pad_id, "cpu")
+        trained = [t for t in targets[0].tolist() if t != -1]
+        written = tok.encode(segments[2][0])
+        assert trained == written + ([tok.eos_id] if ends else [])
+        injected = tok.encode(segments[0][0] + segments[1][0])
+        assert targets[0, :len(injected)].eq(-1).all()
+        if segments[1][0].endswith(search.JOIN_CLOSE):
+            assert tok.decode(ids[1:len(injected) + 1]).endswith(search.JOIN_CLOSE)
+
+
+def test_batches_cover_every_sequence_once_per_epoch_and_respect_the_budget():
+    lengths = [5, 80, 13, 200, 7, 64, 64, 33] * 20
+    batches = train_sft.epoch_batches(lengths, micro_tokens=400, seed=3, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(max(lengths[i] for i in b) * len(b) <= 400 or len(b) == 1 for b in batches)
+    assert batches == train_sft.epoch_batches(lengths, 400, 3, 0)
+    assert batches != train_sft.epoch_batches(lengths, 400, 3, 1)
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path, data_dir, monkeypatch):
+    args = ["--mode", "sosp", "--steps", "6", "--eval-every", "3"]
+    assert run(args, data_dir, tmp_path / "straight") == 0
+
+    real_lr = train_sft.learning_rate
+
+    def killed_at_step_5(step, cfg):
+        if step == 4:
+            raise KeyboardInterrupt  # killed after the step-3 checkpoint, mid-way to the next
+        return real_lr(step, cfg)
+    monkeypatch.setattr(train_sft, "learning_rate", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(args, data_dir, tmp_path / "killed")
+    monkeypatch.setattr(train_sft, "learning_rate", real_lr)
+    assert M.load_checkpoint(str(tmp_path / "killed" / "ckpt.pt"))[2]["step"] == 3
+    assert run(args + ["--resume"], data_dir, tmp_path / "killed") == 0
+
+    straight = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "ckpt.pt", weights_only=True)
+    assert resumed["step"] == straight["step"] == 6
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_two_process_gloo_run_agrees_with_one_process(tmp_path, data_dir):
+    """torchrun with 2 CPU processes (gloo): each rank takes half of every step's micro-batches;
+    the weights must match a single process accumulating all of them."""
+    args = ["--mode", "apr", "--steps", "3", "--eval-every", "3"]
+    assert run(args, data_dir, tmp_path / "single") == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           os.path.join(ROOT, "train_sft.py")] + args + TINY_RUN + ["--data-dir", data_dir, "--out", str(tmp_path / "ddp")]
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    single = torch.load(tmp_path / "single" / "ckpt.pt", weights_only=True)["model"]
+    ddp = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)["model"]
+    for name, tensor in single.items():
+        assert torch.allclose(tensor, ddp[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "dfs"], "--mode sosp or --mode apr"),
+    (["--mode", "apr", "--preset", "huge"], "unknown --preset"),
+    (["--mode", "apr", "--resume"], "no checkpoint"),
+])
+def test_bad_input_gets_one_clear_line(tmp_path, capsys, data_dir, args, message):
+    assert train_sft.main(args + ["--out", str(tmp_path / "run"), "--data-dir", data_dir, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_demonstrations_of_the_wrong_mode_are_refused(tmp_path):
+    path = tmp_path / "demos.jsonl"
+    path.write_text(json.dumps({"mode": "sosp", "search_path": ""}) + "\n")
+    with pytest.raises(ValueError, match="holds sosp demonstrations"):
+        train_sft.read_demonstrations(str(path), "apr")

@@ -1,0 +1,422 @@
+"""
+Supervised training from scratch on the solvers' demonstrations: SoS+ (serial) or APR (parallel).
+
+    python train_sft.py --mode apr --preset tiny            # generates its data on first use
+    python train_sft.py --mode sosp --preset tiny --resume  # continue a killed run
+    torchrun --nproc_per_node=2 train_sft.py --mode apr --preset small   # several GPUs (or CPU, gloo)
+
+What it does, in order:
+1. Data: problems (`countdown.py`) and demonstrations (`search.py`) for the preset's task, made
+   once and cached under `data/<task>/`.
+2. Sequences: every LM call of a demonstration is one sequence (SoS+: one per problem; APR:
+   every parent call and every child, `search.lm_calls`). The model is trained only on what it
+   writes, EOS included; prompts, conditioning prefixes and join blocks are context. Sequences
+   longer than the context are dropped and counted.
+3. Batches: sequences of similar length are batched together (sorted within shuffled
+   "mega-batches") up to a token budget, so little compute goes to padding; the padding share
+   is reported. The order is a pure function of (seed, epoch), which makes resuming exact.
+4. Training: AdamW, linear warmup then cosine decay, gradient clipping, gradient accumulation;
+   validation loss at step 0, periodically and at the last step; atomic checkpoints with
+   optimizer state, step and RNG; `--resume` continues a killed run to the same weights.
+5. Several processes: under `torchrun` each rank takes its own share of every step's
+   micro-batches and DistributedDataParallel averages gradients (nccl on GPUs, gloo on CPU).
+
+Outputs: `out/<run>/ckpt.pt` (model.save_checkpoint) and `out/<run>/run.json` (arguments and
+final metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.distributed as dist
+
+import countdown
+import model as M
+import search
+from tokenizer import Tokenizer
+
+# ---------------------------------------------------------------------------------------------
+# Presets: the task, the data and the optimization, per model size
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: countdown.GameConfig = countdown.GameConfig()  # the problems
+    n_train: int = 500_000         # training problems
+    n_val: int = 1000              # validation problems
+    batch_tokens: int = 256 * 2048  # tokens per optimizer step (padding included), all ranks
+    micro_tokens: int = 16384      # tokens per forward pass; steps accumulate micro-batches
+    steps: int = 19_000            # optimizer steps
+    lr: float = 5e-5               # peak learning rate
+    min_lr: float = 5e-7           # end of the cosine decay
+    warmup: int = 500              # linear warmup steps
+    weight_decay: float = 0.01
+    beta2: float = 0.999
+    clip: float = 1.0              # gradient norm clipping
+    eval_every: int = 1000         # steps between validation checks
+    val_sequences: int = 256       # sequences in the validation loss
+
+
+SFT_PRESETS = {
+    # the paper: 500k problems, batch 256 sequences (about 256 x 2k tokens), 19k steps
+    "paper": TrainConfig(),
+    # one GPU, about an hour
+    "small": TrainConfig(n_train=200_000, batch_tokens=128 * 1024, micro_tokens=32768, steps=4000,
+                         lr=3e-4, min_lr=3e-5, warmup=200, beta2=0.95, eval_every=500),
+    # a 2-core CPU in minutes: a smaller task (3 numbers), short sequences, a high learning rate
+    "tiny": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=30, target_min=10, target_max=30),
+                        n_train=20_000, n_val=200, batch_tokens=8192, micro_tokens=8192, steps=600,
+                        lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=100, val_sequences=128),
+}
+MODEL_CONTEXT = {"paper": 4096, "small": 4096, "tiny": 1024}
+
+
+def task_name(task: countdown.GameConfig) -> str:
+    return f"c{task.count}_n{task.num_min}-{task.num_max}_t{task.target_min}-{task.target_max}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+def prepare_data(task: countdown.GameConfig, mode: str, n_train: int, n_val: int, data_dir: str = "data",
+                 seed: int = 0, workers: int = 1, log=print) -> dict:
+    """Problems and demonstrations of a task, generated on first use and cached on disk."""
+    folder = os.path.join(data_dir, task_name(task))
+    paths = {"train": os.path.join(folder, f"train_{n_train}.jsonl"),
+             "val": os.path.join(folder, f"val_{n_val}.jsonl")}
+    for split, n in (("train", n_train), ("val", n_val)):
+        if not os.path.exists(paths[split]):
+            log(f"making {n:,} {split} problems -> {paths[split]}")
+            problems = countdown.generate_problems(n, seed=seed, split=split, game=task, workers=workers)
+            countdown.write_atomically(paths[split], (json.dumps(p) + "\n" for p in problems))
+    for split in ("train", "val"):
+        demos = paths[split].replace(".jsonl", f"_{mode}.jsonl")
+        if not os.path.exists(demos):
+            log(f"writing {mode} demonstrations -> {demos}")
+            problems = countdown.read_problems(paths[split])
+            records = search.demonstrate_all(problems, mode, seed=seed, workers=workers, as_json=True)
+            countdown.write_atomically(demos, (line for line, _ in records))
+        paths[f"{split}_{mode}"] = demos
+    return paths
+
+
+def read_demonstrations(path: str, mode: str) -> list[dict]:
+    records = []
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("mode") != mode:
+                raise ValueError(f"{path} holds {record.get('mode')} demonstrations, not {mode}; "
+                                 f"delete it or pass --mode {record.get('mode')}")
+            records.append(record)
+    return records
+
+
+def budget_of(record: dict, mode: str, tokenizer: Tokenizer, context: int, step: int = 512) -> int:
+    """The conditioning value of a demonstration (spec section 3): SoS+, its length in tokens
+    rounded up to a multiple of `step` and capped at the context; APR, its number of children."""
+    if mode == "apr":
+        return sum(search.spawn_sizes(record["trace_dict"]))
+    tokens = len(tokenizer.encode(record["search_path"])) + 2
+    return min(context, step * math.ceil(tokens / step))
+
+
+def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, context: int,
+                       conditioning: bool = False):
+    """Token ids and loss masks of every LM call, and how many were too long for the context."""
+    sequences, dropped = [], 0
+    for record in records:
+        if mode == "apr":
+            trace = record["trace_dict"]
+        else:
+            trace = {"main_calls": [record["search_path"]], "sub_calls": []}
+        prefix = search.condition_prefix(mode, budget_of(record, mode, tokenizer, context)) if conditioning else ""
+        for segments, ends_thread in search.lm_calls(trace, prefix):
+            ids, mask = tokenizer.render(segments, eos=ends_thread)
+            if len(ids) > context:
+                dropped += 1
+                continue
+            sequences.append((ids, mask))
+    return sequences, dropped
+
+
+def epoch_batches(lengths: list[int], micro_tokens: int, seed: int, epoch: int) -> list[list[int]]:
+    """Micro-batches of sequence indices for one epoch: shuffle, sort by length within mega-batches
+    of ~64 micro-batches, cut by a token budget (rows x longest row), shuffle the batches. A pure
+    function of (seed, epoch), so a resumed run sees exactly the batches it would have seen."""
+    rng = random.Random(f"sft:{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    mean = sum(lengths) / max(1, len(lengths))
+    mega = max(1, int(64 * micro_tokens / mean))
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start:start + mega], key=lambda i: lengths[i])
+        batch, longest = [], 0
+        for i in chunk:
+            longest_if_added = max(longest, lengths[i])
+            if batch and longest_if_added * (len(batch) + 1) > micro_tokens:
+                batches.append(batch)
+                batch, longest_if_added = [], lengths[i]
+            batch.append(i)
+            longest = longest_if_added
+        if batch:
+            batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(sequences, batch: list[int], pad_id: int, device):
+    """(idx, targets) tensors of a micro-batch: inputs are ids[:-1], targets ids[1:] where the mask
+    says the model writes that token, else -1 (padding too)."""
+    width = max(len(sequences[i][0]) for i in batch) - 1
+    idx = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(batch), width), -1, dtype=torch.long)
+    for row, i in enumerate(batch):
+        ids, mask = sequences[i]
+        n = len(ids) - 1
+        idx[row, :n] = torch.tensor(ids[:-1])
+        targets[row, :n] = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:])])
+    return idx.to(device), targets.to(device)
+
+
+class BatchStream:
+    """Endless micro-batches, addressed by a position (epoch, index) that a checkpoint stores."""
+
+    def __init__(self, sequences, micro_tokens: int, seed: int, position=(0, 0)):
+        self.sequences, self.micro_tokens, self.seed = sequences, micro_tokens, seed
+        self.lengths = [len(ids) - 1 for ids, _ in sequences]
+        self.epoch, self.index = position
+        self.batches = epoch_batches(self.lengths, micro_tokens, seed, self.epoch)
+
+    @property
+    def position(self):
+        return (self.epoch, self.index)
+
+    def next(self) -> list[int]:
+        if self.index == len(self.batches):
+            self.epoch, self.index = self.epoch + 1, 0
+            self.batches = epoch_batches(self.lengths, self.micro_tokens, self.seed, self.epoch)
+        batch = self.batches[self.index]
+        self.index += 1
+        return batch
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+def validation_loss(model, sequences, pad_id, device, micro_tokens) -> float:
+    """Mean loss per trained token over a fixed list of sequences."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in epoch_batches([len(s[0]) - 1 for s in sequences], micro_tokens, seed=0, epoch=0):
+            idx, targets = collate(sequences, batch, pad_id, device)
+            with M.autocast(device):
+                logprobs = model(idx, targets, reduction="none")
+            total -= float(logprobs.sum())
+            count += int((targets != -1).sum())
+    model.train()
+    return total / max(1, count)
+
+
+def setup_distributed(device_arg):
+    """(rank, world size, device); initializes the process group when started by torchrun."""
+    if "RANK" not in os.environ:
+        return 0, 1, M.pick_device(device_arg)
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    device = M.pick_device(device_arg)
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Train a SoS+ or APR model from scratch on demonstrations.")
+    # what to train
+    parser.add_argument("--mode", required=True, help="sosp (serial) or apr (parallel)")
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU), small (one GPU) or paper")
+    parser.add_argument("--out", default=None, help="run folder (default out/sft_<mode>_<preset>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--conditioning", action="store_true",
+                        help="prefix prompts with a budget (SoS+ tokens, APR children) to sweep compute later")
+    # overrides of the preset
+    parser.add_argument("--steps", type=int, help="optimizer steps")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--batch-tokens", type=int, help="tokens per optimizer step, all ranks")
+    parser.add_argument("--micro-tokens", type=int, help="tokens per forward pass")
+    parser.add_argument("--n-train", type=int, help="training problems")
+    parser.add_argument("--n-val", type=int, help="validation problems")
+    parser.add_argument("--eval-every", type=int, help="steps between validation checks")
+    parser.add_argument("--n-layer", type=int, help="model depth (default: the preset's)")
+    parser.add_argument("--n-embd", type=int, help="model width (default: the preset's)")
+    parser.add_argument("--context", type=int, help="model context in tokens (default: the preset's)")
+    parser.add_argument("--numbers", choices=["whole", "digits"], default="whole", help="tokenizer number handling")
+    # where and how
+    parser.add_argument("--data-dir", default="data", help="cache of problems and demonstrations")
+    parser.add_argument("--workers", type=int, default=2, help="processes for data generation")
+    parser.add_argument("--seed", type=int, default=0, help="data order and initialization")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--quiet", action="store_true", help="no per-step log lines")
+    args = parser.parse_args(argv)
+    try:
+        return train(args)
+    except ValueError as error:
+        print(f"train_sft.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+def train(args) -> int:
+    if args.mode not in ("sosp", "apr"):
+        raise ValueError(f"unknown --mode {args.mode!r}; use --mode sosp or --mode apr")
+    if args.preset not in SFT_PRESETS:
+        raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(SFT_PRESETS)}")
+    overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train",
+                                                "n_val", "eval_every") if getattr(args, k) is not None}
+    cfg = replace(SFT_PRESETS[args.preset], **overrides)
+    run_dir = args.out or os.path.join("out", f"sft_{args.mode}_{args.preset}")
+    ckpt_path = os.path.join(run_dir, "ckpt.pt")
+    if args.resume and not os.path.exists(ckpt_path):
+        raise ValueError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume "
+                         f"(python train_sft.py --mode {args.mode} --preset {args.preset})")
+
+    rank, world, device = setup_distributed(args.device)
+    master = rank == 0
+    log = print if master else (lambda *a, **k: None)
+    tokenizer = Tokenizer(args.numbers)
+    model_overrides = {k: v for k, v in (("n_layer", args.n_layer), ("n_embd", args.n_embd),
+                                         ("context", args.context)) if v is not None}
+    config = M.preset(args.preset, vocab_size=tokenizer.vocab_size, **model_overrides)
+
+    # data: rank 0 generates, the others wait for it
+    if master:
+        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log)
+    if world > 1:
+        dist.barrier()
+    if not master:
+        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log)
+    train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
+                                             args.mode, tokenizer, config.context, args.conditioning)
+    val_seqs, _ = training_sequences(read_demonstrations(paths[f"val_{args.mode}"], args.mode),
+                                     args.mode, tokenizer, config.context, args.conditioning)
+    val_seqs = val_seqs[:cfg.val_sequences]
+    if not train_seqs:
+        raise ValueError("no training sequence fits the context; raise --context")
+    log(f"{len(train_seqs):,} training sequences ({dropped:,} longer than {config.context} tokens dropped), "
+        f"{sum(len(s[0]) for s in train_seqs) / len(train_seqs):.0f} tokens on average")
+
+    # model, optimizer, and the state to resume
+    torch.manual_seed(args.seed)
+    model = M.GPT(config).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=(0.9, cfg.beta2))
+    step, position, history = 0, (0, 0), []
+    if args.resume:
+        _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=config,
+                                        expect_tokenizer=tokenizer.identity())
+        if state["args"].get("mode") != args.mode:
+            raise ValueError(f"{ckpt_path} is a {state['args'].get('mode')} run, not {args.mode}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, position, history = state["step"], tuple(state["position"]), state["history"]
+        torch.set_rng_state(state["rng"])
+        log(f"resumed {ckpt_path} at step {step}")
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    micro_per_step = max(1, cfg.batch_tokens // cfg.micro_tokens)
+    if micro_per_step % world:
+        raise ValueError(f"{micro_per_step} micro-batches per step do not split over {world} ranks")
+    stream = BatchStream(train_seqs, cfg.micro_tokens, args.seed, position)
+
+    def evaluate_now():
+        return {"step": step, "val_loss": validation_loss(model, val_seqs, tokenizer.pad_id, device, cfg.micro_tokens)}
+
+    def save():
+        if master:
+            M.save_checkpoint(ckpt_path, model, tokenizer, args=vars(args), step=step, position=list(stream.position),
+                              history=history, optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                              train_config=json.loads(json.dumps(asdict(cfg))))
+
+    if step == 0:
+        history.append(evaluate_now())
+        log(f"step 0 | val loss {history[-1]['val_loss']:.4f}")
+    started, first_step = time.time(), step
+    real_seen, computed_seen = 0, 0  # tokens of sequences, and tokens computed (padding included)
+    while step < cfg.steps:
+        lr = learning_rate(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batches = [stream.next() for _ in range(micro_per_step)]  # every rank advances the same stream
+        mine = batches[rank::world]
+        n_targets = sum(int(m) for b in batches for i in b for m in train_seqs[i][1][1:])
+        loss_sum = 0.0
+        for k, batch in enumerate(mine):
+            idx, targets = collate(train_seqs, batch, tokenizer.pad_id, device)
+            sync = k == len(mine) - 1 or world == 1
+            context = train_model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
+            with context, M.autocast(device):
+                # sum of token losses / all targets of the step on all ranks: the step's mean,
+                # whatever the split of micro-batches over ranks (DDP averages, so scale by world)
+                logprobs = train_model(idx, targets, reduction="none")
+                loss = -logprobs.sum() * world / n_targets
+            loss.backward()
+            loss_sum += float(loss.detach()) / world
+            real_seen += sum(len(train_seqs[i][0]) - 1 for i in batch)
+            computed_seen += idx.numel()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if world > 1:
+            loss_tensor = torch.tensor([loss_sum], device=device)
+            dist.all_reduce(loss_tensor)
+            loss_sum = float(loss_tensor)
+        if not args.quiet and master and (step % 10 == 0 or step == cfg.steps):
+            elapsed = time.time() - started
+            eta = elapsed / (step - first_step) * (cfg.steps - step)
+            log(f"step {step}/{cfg.steps} | loss {loss_sum:.4f} | lr {lr:.2e} | grad norm {float(norm):.2f} | "
+                f"{computed_seen * world / max(elapsed, 1e-9):,.0f} tok/s | ETA {eta / 60:.1f} min")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            history.append(evaluate_now())
+            log(f"step {step} | val loss {history[-1]['val_loss']:.4f}")
+            save()
+    padding = 1 - real_seen / max(1, computed_seen)
+    if master:
+        save()
+        results = {"args": vars(args), "train_config": asdict(cfg), "model_config": asdict(config),
+                   "sequences": len(train_seqs), "dropped": dropped, "history": history,
+                   "final_val_loss": history[-1]["val_loss"], "padding_share": padding,
+                   "wall_seconds": time.time() - started}
+        countdown.write_atomically(os.path.join(run_dir, "run.json"), [json.dumps(results, indent=2, default=str)])
+        log(f"done: val loss {history[-1]['val_loss']:.4f}; {padding:.1%} of computed tokens were padding; "
+            f"checkpoint {ckpt_path}")
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
