@@ -1,0 +1,301 @@
+"""
+The spawn/join inference engine: many rollouts decoded at once as rows of one KV cache.
+
+    python rollout.py --ckpt out/sft_apr_tiny/ckpt.pt --target 27 --nums 22 26 31 53
+
+A rollout starts as one thread (the parent) holding the problem's prompt. Every engine step
+decodes one token for every running thread in one batched forward pass. When a parent's text
+ends with a spawn block, the engine builds each child's prompt with `search.child_prompt` (the
+same text logic that wrote the training data), starts the children as new rows, and the parent
+waits, holding its cache row but taking no steps. When all its children have ended, the parent's
+row is truncated back to just before its spawn block, the join block (`search.join`) is
+prefilled after it, and the parent resumes. Children's tokens never enter the parent's context.
+Serial search (SoS+) is the same engine with spawning off.
+
+Rows enter when a thread starts and leave when it ends (continuous batching); a group of samples
+of one prompt is prefilled once and forked. Limits on context, children, spawn rounds, depth and
+total tokens make any model, trained or not, end in bounded time; malformed spawn blocks end the
+thread that wrote them, with the reason recorded, and never the batch.
+
+Each thread records every LM call it made: the token ids and a mask (1 = sampled by the model,
+0 = prompt or injected), which is what RL trains on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+import countdown
+import model as M
+import search
+from tokenizer import Tokenizer
+
+
+@dataclass
+class Limits:
+    """Bounds that keep a bad model from hanging or exhausting memory. None = the model's context."""
+    context: int | None = None       # tokens one thread may hold
+    max_children: int = 16           # children per spawn
+    max_spawns: int = 8              # spawn rounds per rollout
+    max_depth: int = 1               # levels of threads that may spawn (1: only the root, as in the paper)
+    max_total_tokens: int = 200_000  # all tokens of a rollout's threads
+
+
+@dataclass
+class Thread:
+    rollout: int
+    parent: int | None               # index of the parent thread, None for a root
+    level: int                       # 0 for a root, 1 for its children...
+    tokens: list                     # the thread's current context, ids
+    mask: list                       # 1 where the model sampled the token
+    text: str                        # decoded tokens, for the spawn/join text logic
+    offsets: list                    # text length after each token: where a token boundary falls
+    pending: list                    # tokens not yet in the KV cache
+    call_start: int = 0              # tokens before this index are context of the current call
+    row: int | None = None
+    status: str = "running"          # running, waiting (for children), done, failed
+    reason: str = ""
+    children: list = field(default_factory=list)   # thread indices of the current spawn
+    spawns: list = field(default_factory=list)     # children per spawn, in order
+    calls: list = field(default_factory=list)      # finished LM calls: (tokens, mask)
+    dropped: int = 0                 # tokens of spawn blocks removed at joins
+    generated: int = 0               # tokens this thread sampled
+    sequential: int = 0              # generated, plus the longest child of each spawn
+    fork_of: int | None = None       # a thread whose prefilled prompt this one copies
+    prompt_logits: object = None     # logits after a root's prompt, for the samples that fork it
+    last_logits: object = None       # logits a forked thread samples its first token from
+
+
+def sample(logits, temperature: float = 0.0, top_k: int | None = None, generator=None):
+    """Next tokens (B,) from logits (B, V): argmax at temperature 0, else a draw from the
+    temperature-scaled distribution, restricted to the top_k most likely tokens if set."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+
+
+class Engine:
+    """Decodes rollouts of a model; `parallel=False` is serial search (SoS+)."""
+
+    def __init__(self, model: M.GPT, tokenizer: Tokenizer, parallel: bool = True, limits: Limits | None = None,
+                 max_rows: int = 64):
+        self.model, self.tok, self.parallel = model, tokenizer, parallel
+        self.limits = limits or Limits()
+        self.context = min(self.limits.context or model.config.context, model.config.context)
+        self.max_rows = max_rows
+        self.device = next(model.parameters()).device
+
+    # -- thread bookkeeping ---------------------------------------------------------------------
+    def _new_thread(self, rollout, parent, level, text, fork_of=None) -> Thread:
+        ids = [self.tok.bos_id] + self.tok.encode(text)
+        thread = Thread(rollout, parent, level, [], [], "", [], list(ids), fork_of=fork_of)
+        for token in ids:
+            self._append(thread, token, sampled=False)
+        return thread
+
+    def _append(self, thread: Thread, token: int, sampled: bool):
+        thread.tokens.append(token)
+        thread.mask.append(int(sampled))
+        if token not in (self.tok.bos_id, self.tok.eos_id):  # specials add no text
+            thread.text += self.tok.decode([token])
+        thread.offsets.append(len(thread.text))
+
+    def _close_call(self, thread: Thread):
+        """Record the LM call that just ended: its context is 0 in the mask, what it sampled 1."""
+        mask = [0] * thread.call_start + thread.mask[thread.call_start:]
+        thread.calls.append((list(thread.tokens), mask))
+
+    def _may_spawn(self, thread: Thread) -> bool:
+        return self.parallel and thread.level < self.limits.max_depth
+
+    # -- the loop -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(self, problems: list[dict], samples: int = 1, temperature: float = 0.0, top_k=None,
+            seed: int = 0, budget: int | None = None) -> list[dict]:
+        """Decode `samples` rollouts of each problem; one result per rollout, problem by problem."""
+        self.model.eval()
+        generator = torch.Generator().manual_seed(seed)
+        mode = "apr" if self.parallel else "sosp"
+        self.cache = M.KVCache(self.model.config, self.max_rows, self.context, device=self.device)
+        threads: list[Thread] = []
+        for p, problem in enumerate(problems):
+            prompt = search.condition_prefix(mode, budget) + search.root_prompt(problem["nums"], problem["target"],
+                                                                               self.parallel)
+            first = len(threads)
+            for s in range(samples):  # samples after the first copy the first one's prefilled prompt
+                threads.append(self._new_thread(p * samples + s, None, 0, prompt, None if s == 0 else first))
+        n_roots = len(threads)
+        totals, started, latency = [0] * n_roots, time.time(), [None] * n_roots
+        while True:
+            active = [i for i, t in enumerate(threads) if t.status == "running"]
+            if not active:
+                break
+            ready = self._admit(threads, active)
+            logits = self._forward([threads[i] for i in ready])
+            tokens = sample(logits.float().cpu(), temperature, top_k, generator).tolist()
+            for i, token in zip(ready, tokens):
+                self._step(threads, i, token, totals)
+            for r in range(n_roots):
+                if latency[r] is None and threads[r].status in ("done", "failed"):
+                    latency[r] = time.time() - started
+        return [self._result(threads, r, problems[r // samples], latency[r]) for r in range(n_roots)]
+
+    def _admit(self, threads, active) -> list[int]:
+        """Give rows to running threads that have none, deepest first: children unblock waiting
+        parents. A thread that may spawn (and then wait, holding its row) is admitted only while a
+        row stays free for children, so the cache can never fill with waiting parents."""
+        for i in sorted(active, key=lambda i: -threads[i].level):
+            t = threads[i]
+            if t.row is not None:
+                continue
+            free = self.cache.in_use.count(False)
+            holders = sum(1 for u in threads if u.row is not None and self._may_spawn(u))
+            if free == 0 or (self._may_spawn(t) and holders >= self.max_rows - 1):
+                continue
+            source = threads[t.fork_of] if t.fork_of is not None else None
+            if source is not None and source.status == "running" and source.prompt_logits is None:
+                continue  # wait until the source's prompt is in the cache, then copy it
+            t.row = self.cache.allocate(1)[0]
+            if source is not None and source.prompt_logits is not None and source.row is not None:
+                self.cache.fork(source.row, [t.row])  # its pending token is not in the cache yet
+                t.pending, t.last_logits = [], source.prompt_logits
+        ready = [i for i in active if threads[i].row is not None]
+        if not ready:
+            raise RuntimeError("no KV cache row for any running thread; raise max_rows")
+        return ready
+
+    def _forward(self, batch: list[Thread]):
+        """Feed each thread's pending tokens (a prompt, a join block, or its last sampled token)
+        and return the logits after its last one, (B, V). Decoding rows (one token) and prefilling
+        rows run as separate passes so that one long prompt does not pad every decode row."""
+        out_of = {}
+        need = [t for t in batch if t.pending]
+        for group in ([t for t in need if len(t.pending) == 1], [t for t in need if len(t.pending) > 1]):
+            if not group:
+                continue
+            width = max(len(t.pending) for t in group)
+            idx = torch.full((len(group), width), self.tok.pad_id, dtype=torch.long)
+            for b, t in enumerate(group):
+                idx[b, :len(t.pending)] = torch.tensor(t.pending)
+            with M.autocast(self.device):
+                logits = self.model(idx.to(self.device), kv_cache=self.cache, rows=[t.row for t in group],
+                                    n_new=[len(t.pending) for t in group], last_only=True)
+            for b, t in enumerate(group):
+                out_of[id(t)] = logits[b]
+                if t.parent is None and not t.calls and len(t.pending) > 1:
+                    t.prompt_logits = logits[b]  # a root's prompt: samples of it fork from here
+                t.pending = []
+        for t in batch:
+            if id(t) not in out_of:
+                out_of[id(t)], t.last_logits = t.last_logits, None
+        return torch.stack([out_of[id(t)] for t in batch])
+
+    def _step(self, threads, i, token, totals):
+        """Append a sampled token to thread i and act on what it completes."""
+        t = threads[i]
+        self._append(t, token, sampled=True)
+        t.pending = [token]
+        t.generated += 1
+        t.sequential += 1
+        totals[t.rollout] += 1
+        if token == self.tok.eos_id:
+            return self._finish(threads, i, "done")
+        if len(t.tokens) >= self.context:
+            return self._finish(threads, i, "failed", "context limit")
+        if totals[t.rollout] >= self.limits.max_total_tokens:
+            return self._finish(threads, i, "failed", "total token limit")
+        # a spawn block is complete; a join block written by the model counts as its end
+        if self.parallel and (t.text.endswith(search.SPAWN_CLOSE) or t.text.endswith(search.JOIN_OPEN)):
+            self._spawn(threads, i)
+
+    def _spawn(self, threads, i):
+        t = threads[i]
+        try:
+            if t.level >= self.limits.max_depth:
+                raise search.SpawnError(f"a thread at level {t.level} may not spawn (depth limit {self.limits.max_depth})")
+            if len(t.spawns) >= self.limits.max_spawns:
+                raise search.SpawnError(f"more than {self.limits.max_spawns} spawn rounds")
+            _, _, ids = search.parse_spawn(t.text)
+            if len(ids) > self.limits.max_children:
+                raise search.SpawnError(f"{len(ids)} children, more than the limit of {self.limits.max_children}")
+            prompts = [search.child_prompt(t.text, node_id) for node_id in ids]
+        except search.SpawnError as error:
+            return self._finish(threads, i, "failed", f"spawn: {error}")
+        t.pending, t.status = [], "waiting"  # its last token enters the cache with the join block
+        self._close_call(t)
+        t.spawns.append(len(prompts))
+        t.children = []
+        for prompt in prompts:
+            t.children.append(len(threads))
+            threads.append(self._new_thread(t.rollout, i, t.level + 1, prompt))
+
+    def _finish(self, threads, i, status, reason=""):
+        t = threads[i]
+        t.status, t.reason, t.pending = status, reason, []
+        self._close_call(t)
+        if t.row is not None:
+            self.cache.free([t.row])
+            t.row = None
+        if t.parent is not None and all(threads[c].status in ("done", "failed") for c in threads[t.parent].children):
+            self._join(threads, t.parent)
+
+    def _join(self, threads, p):
+        """All children of thread p have ended: drop its spawn block, then feed the join block."""
+        parent = threads[p]
+        children = [threads[c] for c in parent.children]
+        parent.sequential += max(c.sequential for c in children)
+        joined = search.join(parent.text, [c.text if c.status == "done" else None for c in children])
+        before, _, _ = search.parse_spawn(parent.text)
+        if len(before) not in parent.offsets:  # a spawn block that starts inside a token
+            return self._finish(threads, p, "failed", "spawn block does not start on a token boundary")
+        keep = parent.offsets.index(len(before)) + 1
+        while keep < len(parent.offsets) and parent.offsets[keep] == len(before):
+            keep += 1  # keep zero-length tokens (BOS) that end at the same place
+        # the spawn block's last token was sampled but never fed: the cache holds one token less
+        self.cache.truncate(parent.row, min(keep, int(self.cache.lengths[parent.row])))
+        parent.dropped += len(parent.tokens) - keep
+        del parent.tokens[keep:], parent.mask[keep:], parent.offsets[keep:]
+        parent.text, parent.call_start = before, keep
+        parent.pending = self.tok.encode(joined[len(before):])
+        for token in parent.pending:
+            self._append(parent, token, sampled=False)
+        parent.status = "running"
+        if len(parent.tokens) >= self.context:
+            self._finish(threads, p, "failed", "context limit at join")
+
+    # -- results --------------------------------------------------------------------------------
+    def _result(self, threads, root, problem, latency) -> dict:
+        tree = self._subtree(threads, root)
+        text = threads[root].text
+        position = {id(t): k for k, t in enumerate(tree)}
+        return {
+            "nums": problem["nums"], "target": problem["target"], "text": text,
+            "answer": countdown.extract_answer(text),
+            "correct": countdown.is_correct(problem["nums"], problem["target"], text),
+            "status": threads[root].status, "reason": threads[root].reason,
+            "threads": [{"parent": None if t.parent is None else position[id(threads[t.parent])], "level": t.level,
+                         "status": t.status, "reason": t.reason, "spawns": t.spawns, "text": t.text,
+                         "calls": t.calls} for t in tree],
+            "total_tokens": sum(len(t.tokens) + t.dropped for t in tree),
+            "sequential_tokens": threads[root].sequential,
+            "longest_thread": max(len(tokens) for t in tree for tokens, _ in t.calls),
+            "spawns": sum(len(t.spawns) for t in tree),
+            "children": sum(sum(t.spawns) for t in tree),
+            "latency": latency,
+        }
+
+    @staticmethod
+    def _subtree(threads, root):
+        out, stack = [], [root]
+        while stack:
+            i = stack.pop()
+            out.append(threads[i])
+            stack.extend(reversed([j for j, t in enumerate(threads) if t.parent == i]))
+        return out
