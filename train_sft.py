@@ -43,6 +43,7 @@ import torch.distributed as dist
 import countdown
 import model as M
 import search
+from evaluate import evaluate
 from tokenizer import Tokenizer
 
 # ---------------------------------------------------------------------------------------------
@@ -65,6 +66,7 @@ class TrainConfig:
     clip: float = 1.0              # gradient norm clipping
     eval_every: int = 1000         # steps between validation checks
     val_sequences: int = 256       # sequences in the validation loss
+    eval_problems: int = 200       # validation problems decoded greedily at each check (last step: all)
 
 
 SFT_PRESETS = {
@@ -76,7 +78,8 @@ SFT_PRESETS = {
     # a 2-core CPU in minutes: a smaller task (3 numbers), short sequences, a high learning rate
     "tiny": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=30, target_min=10, target_max=30),
                         n_train=20_000, n_val=200, batch_tokens=8192, micro_tokens=8192, steps=600,
-                        lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=100, val_sequences=128),
+                        lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=100, val_sequences=128,
+                        eval_problems=50),
 }
 MODEL_CONTEXT = {"paper": 4096, "small": 4096, "tiny": 1024}
 
@@ -238,6 +241,15 @@ def validation_loss(model, sequences, pad_id, device, micro_tokens) -> float:
     return total / max(1, count)
 
 
+def describe(metrics: dict) -> str:
+    line = f"step {metrics['step']} | val loss {metrics['val_loss']:.4f}"
+    if "greedy_accuracy" in metrics:
+        low, high = metrics["greedy_accuracy_95ci"]
+        line += (f" | greedy accuracy {metrics['greedy_accuracy']:.1%} [{low:.1%}, {high:.1%}] on "
+                 f"{metrics['greedy_problems']} problems | children {metrics['greedy_children']:.1f}")
+    return line
+
+
 def setup_distributed(device_arg):
     """(rank, world size, device); initializes the process group when started by torchrun."""
     if "RANK" not in os.environ:
@@ -268,6 +280,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n-train", type=int, help="training problems")
     parser.add_argument("--n-val", type=int, help="validation problems")
     parser.add_argument("--eval-every", type=int, help="steps between validation checks")
+    parser.add_argument("--eval-problems", type=int, help="problems decoded greedily at each check, all val problems at the last (0: none)")
     parser.add_argument("--n-layer", type=int, help="model depth (default: the preset's)")
     parser.add_argument("--n-embd", type=int, help="model width (default: the preset's)")
     parser.add_argument("--context", type=int, help="model context in tokens (default: the preset's)")
@@ -292,7 +305,7 @@ def train(args) -> int:
     if args.preset not in SFT_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(SFT_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train",
-                                                "n_val", "eval_every") if getattr(args, k) is not None}
+                                                "n_val", "eval_every", "eval_problems") if getattr(args, k) is not None}
     cfg = replace(SFT_PRESETS[args.preset], **overrides)
     run_dir = args.out or os.path.join("out", f"sft_{args.mode}_{args.preset}")
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
@@ -351,8 +364,17 @@ def train(args) -> int:
         raise ValueError(f"{micro_per_step} micro-batches per step do not split over {world} ranks")
     stream = BatchStream(train_seqs, cfg.micro_tokens, args.seed, position)
 
-    def evaluate_now():
-        return {"step": step, "val_loss": validation_loss(model, val_seqs, tokenizer.pad_id, device, cfg.micro_tokens)}
+    val_problems = countdown.read_problems(paths["val"])
+
+    def evaluate_now(final=False):
+        """Validation loss, and greedy accuracy with the strict verifier (all val problems at the end)."""
+        metrics = {"step": step, "val_loss": validation_loss(model, val_seqs, tokenizer.pad_id, device, cfg.micro_tokens)}
+        n = (len(val_problems) if final else cfg.eval_problems) if cfg.eval_problems else 0
+        if n and master:
+            rollouts = evaluate(model, tokenizer, val_problems[:n], parallel=args.mode == "apr")
+            model.train()
+            metrics.update({f"greedy_{k}": v for k, v in rollouts.items()})
+        return metrics
 
     def save():
         if master:
@@ -362,7 +384,7 @@ def train(args) -> int:
 
     if step == 0:
         history.append(evaluate_now())
-        log(f"step 0 | val loss {history[-1]['val_loss']:.4f}")
+        log(describe(history[-1]))
     started, first_step = time.time(), step
     real_seen, computed_seen = 0, 0  # tokens of sequences, and tokens computed (padding included)
     while step < cfg.steps:
@@ -400,8 +422,8 @@ def train(args) -> int:
             log(f"step {step}/{cfg.steps} | loss {loss_sum:.4f} | lr {lr:.2e} | grad norm {float(norm):.2f} | "
                 f"{computed_seen * world / max(elapsed, 1e-9):,.0f} tok/s | ETA {eta / 60:.1f} min")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            history.append(evaluate_now())
-            log(f"step {step} | val loss {history[-1]['val_loss']:.4f}")
+            history.append(evaluate_now(final=step == cfg.steps))
+            log(describe(history[-1]))
             save()
     padding = 1 - real_seen / max(1, computed_seen)
     if master:
@@ -411,8 +433,7 @@ def train(args) -> int:
                    "final_val_loss": history[-1]["val_loss"], "padding_share": padding,
                    "wall_seconds": time.time() - started}
         countdown.write_atomically(os.path.join(run_dir, "run.json"), [json.dumps(results, indent=2, default=str)])
-        log(f"done: val loss {history[-1]['val_loss']:.4f}; {padding:.1%} of computed tokens were padding; "
-            f"checkpoint {ckpt_path}")
+        log(f"done: {describe(history[-1])}; {padding:.1%} of computed tokens were padding; checkpoint {ckpt_path}")
     if world > 1:
         dist.destroy_process_group()
     return 0

@@ -16,7 +16,8 @@ from tokenizer import Tokenizer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a run small enough for a test: 40 problems, a one-layer model, a few steps
 TINY_RUN = ["--preset", "tiny", "--n-train", "40", "--n-val", "8", "--n-layer", "1", "--n-embd", "32",
-            "--context", "512", "--micro-tokens", "1024", "--batch-tokens", "2048", "--workers", "1", "--quiet"]
+            "--context", "512", "--micro-tokens", "1024", "--batch-tokens", "2048", "--workers", "1", "--quiet",
+            "--eval-problems", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +26,18 @@ def data_dir(tmp_path_factory):
 
 
 def run(args, data_dir, out):
-    return train_sft.main(args + TINY_RUN + ["--data-dir", data_dir, "--out", str(out)])
+    return train_sft.main(TINY_RUN + args + ["--data-dir", data_dir, "--out", str(out)])  # args win
 
 
 @pytest.mark.parametrize("mode", ["sosp", "apr"])
 def test_two_step_run_writes_checkpoint_and_results(tmp_path, data_dir, mode):
     out = tmp_path / mode
-    assert run(["--mode", mode, "--steps", "2", "--eval-every", "1"], data_dir, out) == 0
+    assert run(["--mode", mode, "--steps", "2", "--eval-every", "1", "--eval-problems", "2"], data_dir, out) == 0
     results = json.loads((out / "run.json").read_text())
     assert [h["step"] for h in results["history"]] == [0, 1, 2]
+    # greedy decoding with the strict verifier: 2 problems at checks, all 8 at the last step
+    assert [h["greedy_problems"] for h in results["history"]] == [2, 2, 8]
+    assert 0 <= results["history"][-1]["greedy_accuracy"] <= 1
     assert results["history"][-1]["val_loss"] < results["history"][0]["val_loss"]
     assert 0 <= results["padding_share"] < 0.5
     _, _, state = M.load_checkpoint(str(out / "ckpt.pt"))
