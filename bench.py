@@ -119,7 +119,92 @@ def bench_model(presets: list[str], steps: int, batch_tokens: int) -> None:
         print(f"{name:<8}{model.num_params() / 1e6:>8.1f}M{seq:>6}{batch:>7}{rate:>10,.0f}{flops / 1e9:>9.1f}{share}")
 
 
-PARTS = {"search": bench_search, "model": bench_model}
+def bench_rollout(batch: int, new_tokens: int) -> None:
+    """Decoding speed of the engine against two baselines run here: one row at a time with the
+    same KV cache, and naive full recomputation; the share of engine time spent outside the
+    model's forward (orchestration); and what a join saves against re-prefilling the parent."""
+    import torch
+    import countdown as cd
+    import model as M
+    import search as S
+    from rollout import Engine, Limits
+    from tokenizer import Tokenizer
+    tok = Tokenizer()
+    torch.manual_seed(0)
+    config = M.preset("tiny", vocab_size=tok.vocab_size)
+    gpt = M.GPT(config).eval()
+    gpt.head.weight.data[tok.eos_id] = -1.0  # an untrained model that never stops: every row decodes to the limit
+    problems = list(cd.generate_problems(batch, seed=5))
+    prompts = [[tok.bos_id] + tok.encode(S.root_prompt(p["nums"], p["target"], False)) for p in problems]
+    context = max(map(len, prompts)) + new_tokens
+    print(f"== rollout: tiny preset (random weights), {batch} rows, up to {context} tokens per thread")
+
+    forward_time = [0.0]
+    real_forward = gpt.forward
+
+    def timed_forward(*a, **k):
+        start = time.perf_counter()
+        out = real_forward(*a, **k)
+        forward_time[0] += time.perf_counter() - start
+        return out
+    gpt.forward = timed_forward
+    engine = Engine(gpt, tok, parallel=False, limits=Limits(context=context), max_rows=batch)
+    start = time.perf_counter()
+    results = engine.run(problems)
+    engine_s = time.perf_counter() - start
+    gpt.forward = real_forward
+    generated = sum(len(r["threads"][0]["calls"][-1][0]) - len(p) for r, p in zip(results, prompts))
+    engine_rate = generated / engine_s
+    orchestration = 1 - forward_time[0] / engine_s
+
+    def one_row(prompt):  # the same model and cache, one thread at a time
+        cache = M.KVCache(config, 1, context)
+        with torch.no_grad():
+            logits = gpt(torch.tensor([prompt]), kv_cache=cache, rows=[0], last_only=True)
+            for _ in range(context - len(prompt)):
+                logits = gpt(logits.argmax(-1, keepdim=True), kv_cache=cache, rows=[0], last_only=True)
+    sample_rows = min(4, batch)
+    start = time.perf_counter()
+    for prompt in prompts[:sample_rows]:
+        one_row(prompt)
+    one_row_rate = sample_rows * (context - len(prompts[0])) / (time.perf_counter() - start)
+
+    def naive(prompt, steps):  # recompute everything for every token
+        ids = list(prompt)
+        with torch.no_grad():
+            for _ in range(steps):
+                ids.append(int(gpt(torch.tensor([ids]))[0, -1].argmax()))
+    steps = min(64, new_tokens)
+    start = time.perf_counter()
+    naive(prompts[0], steps)
+    naive_rate = steps / (time.perf_counter() - start)
+    print(f"engine, batch {batch}:        {engine_rate:>9,.0f} new tokens/s "
+          f"({orchestration:.0%} of wall time outside the model's forward)")
+    print(f"one row at a time, cached: {one_row_rate:>9,.0f} new tokens/s -> engine {engine_rate / one_row_rate:.1f}x")
+    print(f"naive full recompute:      {naive_rate:>9,.0f} new tokens/s (first {steps} tokens) "
+          f"-> engine {engine_rate / naive_rate:.1f}x")
+
+    # a join: the parent's cache keeps its text before the spawn block; only the join block is new
+    before, block = 600, 120
+    ids = torch.randint(0, tok.vocab_size, (1, before + block))
+    cache = M.KVCache(config, 1, before + block)
+    with torch.no_grad():
+        gpt(ids[:, :before], kv_cache=cache, rows=[0])
+        start = time.perf_counter()
+        for _ in range(5):
+            cache.truncate(0, before)
+            gpt(ids[:, before:], kv_cache=cache, rows=[0])
+        join_s = (time.perf_counter() - start) / 5
+        start = time.perf_counter()
+        for _ in range(5):
+            cache.truncate(0, 0)
+            gpt(ids, kv_cache=cache, rows=[0])
+        full_s = (time.perf_counter() - start) / 5
+    print(f"join of a {block}-token block after {before} tokens: {join_s * 1e3:.1f} ms, against "
+          f"{full_s * 1e3:.1f} ms re-prefilling all {before + block}: {full_s / join_s:.1f}x")
+
+
+PARTS = {"search": bench_search, "model": bench_model, "rollout": bench_rollout}
 
 
 def main(argv=None) -> int:
@@ -131,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"], help="model: presets to time")
     parser.add_argument("--steps", type=int, default=3, help="model: training steps per measurement")
     parser.add_argument("--batch-tokens", type=int, default=8192, help="model: tokens per training step")
+    parser.add_argument("--rows", type=int, default=64, help="rollout: rollouts decoded together")
+    parser.add_argument("--new-tokens", type=int, default=256, help="rollout: tokens each rollout decodes")
     args = parser.parse_args(argv)
     if args.n < 1 or args.repeats < 1:
         parser.error("--n and --repeats must be positive")
@@ -139,6 +226,8 @@ def main(argv=None) -> int:
             bench_search(args.n, args.repeats)
         elif part == "model":
             bench_model(args.presets, args.steps, args.batch_tokens)
+        elif part == "rollout":
+            bench_rollout(args.rows, args.new_tokens)
     return 0
 
 

@@ -1,7 +1,7 @@
 """
 The spawn/join inference engine: many rollouts decoded at once as rows of one KV cache.
 
-    python rollout.py --ckpt out/sft_apr_tiny/ckpt.pt --target 27 --nums 22 26 31 53
+    python rollout.py --ckpt out/sft_apr_tiny/ckpt.pt --target 27 --nums 22 26 31 53 [--html tree.html]
 
 A rollout starts as one thread (the parent) holding the problem's prompt. Every engine step
 decodes one token for every running thread in one batched forward pass. When a parent's text
@@ -299,3 +299,97 @@ class Engine:
             out.append(threads[i])
             stack.extend(reversed([j for j, t in enumerate(threads) if t.parent == i]))
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The trace viewer
+
+COLOURS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m"]  # by thread level
+RESET, BOLD, RED, GREEN = "\033[0m", "\033[1m", "\033[31m", "\033[32m"
+
+
+def _thread_label(result, k) -> str:
+    thread = result["threads"][k]
+    if thread["parent"] is None:
+        return "parent"
+    first_line = thread["text"].split("\n", 1)[0]  # "Moving to Node #id"
+    return f"child at level {thread['level']} ({first_line.replace('Moving to ', '')})"
+
+
+def render_tree(result: dict, colour: bool = True) -> str:
+    """One rollout as an indented tree of threads: each thread's text, then its children's,
+    and what each child returned (its summary path, or nothing)."""
+    paint = (lambda code, s: f"{code}{s}{RESET}") if colour else (lambda code, s: s)
+    lines = [paint(BOLD, f"{result['target']} from {result['nums']}: "
+                         + (paint(GREEN, "correct") if result["correct"] else paint(RED, "not solved"))
+                         + f" | {result['total_tokens']} tokens, {result['sequential_tokens']} sequential, "
+                           f"{result['children']} children")]
+
+    def visit(k, depth):
+        thread = result["threads"][k]
+        pad = "    " * depth
+        status = thread["status"] + (f" ({thread['reason']})" if thread["reason"] else "")
+        lines.append(paint(BOLD, f"{pad}== {_thread_label(result, k)}: {status}"))
+        for text_line in thread["text"].rstrip("\n").split("\n"):
+            lines.append(pad + "   " + paint(COLOURS[thread["level"] % len(COLOURS)], text_line))
+        for child in [j for j, t in enumerate(result["threads"]) if t["parent"] == k]:
+            visit(child, depth + 1)
+            returned = search.child_result(result["threads"][child]["text"])
+            lines.append(pad + "    " + (paint(GREEN, "-> returned its path to the goal") if returned
+                                         else paint(RED, "-> returned no solution")))
+    visit(0, 0)
+    return "\n".join(lines)
+
+
+def render_html(result: dict) -> str:
+    """The same tree as a small self-contained page: nested, collapsible threads."""
+    import html
+
+    def visit(k):
+        thread = result["threads"][k]
+        children = [j for j, t in enumerate(result["threads"]) if t["parent"] == k]
+        ok = search.child_result(thread["text"]) is not None
+        colour = ["#e8f4fd", "#fdf6e3", "#f3e8fd"][thread["level"] % 3]
+        body = "".join(visit(j) for j in children)
+        return (f'<details open style="background:{colour};border-left:4px solid {"#2a2" if ok else "#c33"};'
+                f'margin:6px;padding:6px"><summary><b>{html.escape(_thread_label(result, k))}</b> '
+                f'({html.escape(thread["status"])}{": " + html.escape(thread["reason"]) if thread["reason"] else ""})'
+                f'</summary><pre>{html.escape(thread["text"])}</pre>{body}</details>')
+    verdict = "correct" if result["correct"] else "not solved"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>APR rollout</title></head>"
+            f"<body style='font-family:sans-serif'><h3>{result['target']} from {result['nums']}: {verdict}</h3>"
+            f"<p>{result['total_tokens']} tokens in all, {result['sequential_tokens']} sequential, "
+            f"{result['children']} children</p>{visit(0)}</body></html>")
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(description="Decode one problem with a checkpoint and show the thread tree.")
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by train_sft.py or train_rl.py")
+    parser.add_argument("--target", type=int, required=True, help="the target number")
+    parser.add_argument("--nums", type=int, nargs="+", required=True, help="the input numbers")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--budget", type=int, default=None, help="conditioning value, for models trained with it")
+    parser.add_argument("--html", default=None, help="also write the tree as a self-contained HTML page")
+    parser.add_argument("--no-colour", action="store_true", help="plain text")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu")
+    args = parser.parse_args(argv)
+    try:
+        model, tokenizer, state = M.load_checkpoint(args.ckpt, M.pick_device(args.device))
+    except ValueError as error:
+        print(f"rollout.py: error: {error}", file=sys.stderr)
+        return 2
+    engine = Engine(model, tokenizer, parallel=state["args"].get("mode") == "apr")
+    result = engine.run([{"nums": args.nums, "target": args.target}], temperature=args.temperature,
+                        seed=args.seed, budget=args.budget)[0]
+    print(render_tree(result, colour=not args.no_colour and sys.stdout.isatty()))
+    if args.html:
+        countdown.write_atomically(args.html, [render_html(result)])
+        print(f"wrote {args.html}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -87,3 +87,137 @@ def test_serial_engine_greedy_equals_naive_decoding():
         prompt = [TOK.bos_id] + TOK.encode(search.root_prompt(problem["nums"], problem["target"], False))
         expected = naive_greedy(gpt, prompt, 200, config.context)
         assert out["threads"][0]["calls"][-1][0] == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed output and limits, with scripted threads
+
+PROBLEM = {"nums": [2, 3, 4], "target": 10}
+ROOT = search.root_prompt([2, 3, 4], 10, parallel=True)
+EXPANSION = ("Exploring Operation: 2+3=5, Resulting Numbers: [4, 5]\n"
+             "Generated Node #0,0: 10:[4, 5] Operation: 2+3=5\n"
+             "Exploring Operation: 3*4=12, Resulting Numbers: [2, 12]\n"
+             "Generated Node #0,1: 10:[2, 12] Operation: 3*4=12\n")
+CHILD_0 = "Moving to Node #0,0\nCurrent State: 10:[4, 5], Operations: ['2+3=5']\n"
+CHILD_1 = "Moving to Node #0,1\nCurrent State: 10:[2, 12], Operations: ['3*4=12']\n"
+
+
+def script_texts(*threads):
+    """A script from (context, written, ends with EOS) texts, one per LM call."""
+    script = {}
+    for context, written, ends in threads:
+        ids, mask = TOK.render([(context, False), (written, True)], eos=ends)
+        for j in range(1, len(ids)):
+            if mask[j]:
+                script[tuple(ids[:j])] = ids[j]
+    return script
+
+
+def run_scripted(script, problems=(PROBLEM,), **limits):
+    engine = Engine(ScriptedModel(script), TOK, parallel=True, limits=Limits(**limits), max_rows=8)
+    return engine.run(list(problems))
+
+
+def spawn(*ids, level=1):
+    return search.spawn_block(list(ids), level)
+
+
+@pytest.mark.parametrize("written, reason", [
+    (EXPANSION + spawn("0,0", "0,7"), "never generated"),
+    (EXPANSION + search.SPAWN_OPEN + search.SPAWN_CLOSE, "empty spawn"),
+    (EXPANSION + search.SPAWN_OPEN + "<Start Sub Search 1 at level 1> Moving to Node #0,0\n" + search.SPAWN_CLOSE,
+     "expected 0"),
+])
+def test_malformed_spawn_blocks_fail_the_thread_with_a_reason(written, reason):
+    out, = run_scripted(script_texts((ROOT, written, False)))
+    assert out["status"] == "failed" and reason in out["reason"] and not out["correct"]
+
+
+def test_a_join_block_written_by_the_model_is_treated_as_a_spawn():
+    written = EXPANSION + search.SPAWN_OPEN + "<Start Sub Search 0 at level 1> Moving to Node #0,0\n" + search.JOIN_OPEN
+    joined = ROOT + EXPANSION + search.join_block(1, ["0,0"], [None])
+    script = script_texts((ROOT, written, False), (CHILD_0, "No solution found.\n", True),
+                          (joined, "No solution found.\n", True))
+    out, = run_scripted(script)
+    assert out["status"] == "done" and out["children"] == 1
+    assert out["text"] == joined + "No solution found.\n"
+    parent = out["threads"][0]
+    assert TOK.decode(parent["calls"][0][0][1:]) == ROOT + written  # the first call ends at the block
+
+
+def test_eos_in_the_middle_of_a_line_ends_the_thread_unsolved():
+    out, = run_scripted(script_texts((ROOT, "Exploring Operation: 2+3", True)))
+    assert out["status"] == "done" and not out["correct"] and out["text"] == ROOT + "Exploring Operation: 2+3"
+
+
+def test_every_limit_ends_its_thread_and_spares_the_rest_of_the_batch():
+    good_problem = {"nums": [2, 3, 4], "target": 9}
+    good_root = search.root_prompt([2, 3, 4], 9, parallel=True)
+    good = ("Exploring Operation: 2+3=5, Resulting Numbers: [4, 5]\nGenerated Node #0,0: 9:[4, 5] Operation: 2+3=5\n"
+            "Moving to Node #0,0\nCurrent State: 9:[4, 5], Operations: ['2+3=5']\n"
+            "Exploring Operation: 4+5=9, Resulting Numbers: [9]\n9,9 equal: Goal Reached\n"
+            "Moving to Node #0\nCurrent State: 9:[2, 3, 4], Operations: []\n"
+            "Exploring Operation: 2+3=5, Resulting Numbers: [4, 5]\nGenerated Node #0,0: 9:[4, 5] Operation: 2+3=5\n"
+            "Moving to Node #0,0\nCurrent State: 9:[4, 5], Operations: ['2+3=5']\n"
+            "Exploring Operation: 4+5=9, Resulting Numbers: [9]\n9,9 equal: Goal Reached\n")
+    two_children = EXPANSION + spawn("0,0", "0,1")
+    endless = EXPANSION * 40
+    cases = [  # (what the bad parent writes, limits, expected reason)
+        (endless, {"context": 200}, "context limit"),
+        (endless, {"max_total_tokens": 150}, "total token limit"),
+        (two_children, {"max_children": 1}, "more than the limit"),
+        (two_children, {"max_spawns": 0}, "spawn rounds"),
+    ]
+    for written, limits, reason in cases:
+        script = script_texts((ROOT, written, False), (good_root, good, True))
+        bad, fine = run_scripted(script, problems=(PROBLEM, good_problem), **limits)
+        assert bad["status"] == "failed" and reason in bad["reason"], (limits, bad["reason"])
+        assert fine["correct"] and fine["status"] == "done", limits
+
+
+def test_a_child_that_spawns_beyond_the_depth_limit_fails_and_the_parent_goes_on():
+    child_written = ("Exploring Operation: 4+5=9, Resulting Numbers: [9]\n9,10 unequal: No Solution\n"
+                     + search.SPAWN_OPEN + "<Start Sub Search 0 at level 2> Moving to Node #0,0,0\n" + search.SPAWN_CLOSE)
+    joined = ROOT + EXPANSION + search.join_block(1, ["0,0", "0,1"], [None, None])
+    script = script_texts((ROOT, EXPANSION + spawn("0,0", "0,1"), False), (CHILD_0, child_written, False),
+                          (CHILD_1, "No solution found.\n", True), (joined, "No solution found.\n", True))
+    out, = run_scripted(script, max_depth=1)
+    child = out["threads"][1]
+    assert child["status"] == "failed" and "depth" in child["reason"]
+    assert out["status"] == "done" and out["text"] == joined + "No solution found.\n"
+
+
+def test_nested_spawns_replay_with_depth_two():
+    problems = list(countdown.generate_problems(20, seed=9))
+    config = search.SearchConfig(**{**search.DEFAULTS["apr"].__dict__, "depth": 2})
+    records = list(search.demonstrate_all(problems, "apr", config=config))
+    assert any(c["sub_calls"] for r in records for s in r["trace_dict"]["sub_calls"] for c in s)
+    engine = Engine(ScriptedModel(script_of(records, "apr")), TOK, parallel=True,
+                    limits=Limits(max_depth=2), max_rows=48)
+    for r, out in zip(records, engine.run(problems)):
+        assert out["text"] == r["search_path"] and out["correct"] == r["solved"]
+
+
+def test_forked_samples_match_at_temperature_zero_and_differ_at_one():
+    torch.manual_seed(0)
+    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=2, n_embd=32, n_head=2, mlp_hidden=48, context=64)
+    gpt = M.GPT(config).eval()
+    engine = Engine(gpt, TOK, parallel=False, max_rows=8)
+    greedy = engine.run([PROBLEM], samples=3)
+    assert greedy[0]["text"] == greedy[1]["text"] == greedy[2]["text"]
+    hot = engine.run([PROBLEM], samples=3, temperature=1.0, seed=1)
+    assert len({r["text"] for r in hot}) == 3
+    again = engine.run([PROBLEM], samples=3, temperature=1.0, seed=1)
+    assert [r["text"] for r in again] == [r["text"] for r in hot], "seeded sampling is reproducible"
+
+
+def test_trace_viewer_renders_every_thread(tmp_path):
+    from rollout import render_html, render_tree
+    problems = list(countdown.generate_problems(6, seed=4))
+    records = list(search.demonstrate_all(problems, "apr"))
+    engine = Engine(ScriptedModel(script_of(records, "apr")), TOK, parallel=True, max_rows=24)
+    out = next(o for o in engine.run(problems) if o["children"])
+    tree = render_tree(out, colour=False)
+    assert tree.count("== child at level 1") == out["children"] and "== parent" in tree
+    page = render_html(out)
+    assert page.count("<details") == len(out["threads"]) and page.startswith("<!doctype html>")
