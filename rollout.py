@@ -145,7 +145,10 @@ class Engine:
             for r in range(n_roots):
                 if latency[r] is None and threads[r].status in ("done", "failed"):
                     latency[r] = time.time() - started
-        return [self._result(threads, r, problems[r // samples], latency[r]) for r in range(n_roots)]
+        children_of = {}
+        for j, t in enumerate(threads):
+            children_of.setdefault(t.parent, []).append(j)
+        return [self._result(threads, r, problems[r // samples], latency[r], children_of) for r in range(n_roots)]
 
     def _admit(self, threads, active) -> list[int]:
         """Give rows to running threads that have none, deepest first: children unblock waiting
@@ -271,8 +274,8 @@ class Engine:
             self._finish(threads, p, "failed", "context limit at join")
 
     # -- results --------------------------------------------------------------------------------
-    def _result(self, threads, root, problem, latency) -> dict:
-        tree = self._subtree(threads, root)
+    def _result(self, threads, root, problem, latency, children_of) -> dict:
+        tree = self._subtree(threads, root, children_of)
         text = threads[root].text
         position = {id(t): k for k, t in enumerate(tree)}
         return {
@@ -292,12 +295,13 @@ class Engine:
         }
 
     @staticmethod
-    def _subtree(threads, root):
+    def _subtree(threads, root, children_of):
+        """The threads of one rollout, depth first, each before its children."""
         out, stack = [], [root]
         while stack:
             i = stack.pop()
             out.append(threads[i])
-            stack.extend(reversed([j for j, t in enumerate(threads) if t.parent == i]))
+            stack.extend(reversed(children_of.get(i, [])))
         return out
 
 
