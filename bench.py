@@ -119,6 +119,35 @@ def bench_model(presets: list[str], steps: int, batch_tokens: int) -> None:
         print(f"{name:<8}{model.num_params() / 1e6:>8.1f}M{seq:>6}{batch:>7}{rate:>10,.0f}{flops / 1e9:>9.1f}{share}")
 
 
+def hf_generate_rate(config, prompts: list[list[int]], new_tokens: int) -> float | None:
+    """New tokens/s of transformers' greedy generate() on a random Llama of the same shape as
+    ours, the same prompts left-padded into one batch; None when transformers is not installed
+    (it is not a dependency of this project)."""
+    try:
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError:
+        return None
+    import torch
+    hf_config = LlamaConfig(vocab_size=config.vocab_size, hidden_size=config.n_embd,
+                            intermediate_size=config.mlp_hidden, num_hidden_layers=config.n_layer,
+                            num_attention_heads=config.n_head, num_key_value_heads=config.n_head,
+                            max_position_embeddings=config.context, rope_theta=config.rope_theta,
+                            tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(hf_config).eval()
+    width = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    attention = torch.zeros(len(prompts), width, dtype=torch.long)
+    for b, prompt in enumerate(prompts):
+        ids[b, width - len(prompt):] = torch.tensor(prompt)
+        attention[b, width - len(prompt):] = 1
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = hf.generate(input_ids=ids, attention_mask=attention, max_new_tokens=new_tokens,
+                          min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return (out.shape[1] - width) * len(prompts) / (time.perf_counter() - start)
+
+
 def bench_rollout(batch: int, new_tokens: int) -> None:
     """Decoding speed of the engine against two baselines run here: one row at a time with the
     same KV cache, and naive full recomputation; the share of engine time spent outside the
@@ -185,11 +214,12 @@ def bench_rollout(batch: int, new_tokens: int) -> None:
     print(f"one row at a time, cached: {one_row_rate:>9,.0f} new tokens/s -> engine {engine_rate / one_row_rate:.1f}x")
     print(f"naive full recompute:      {naive_rate:>9,.0f} new tokens/s (first {steps} tokens) "
           f"-> engine {engine_rate / naive_rate:.1f}x")
-    try:
-        import transformers  # noqa: F401  (optional: only compared when it happens to be installed)
-        print("transformers is installed, but the generate() comparison is not written yet")
-    except ImportError:
+    hf_rate = hf_generate_rate(config, prompts, new_tokens)
+    if hf_rate is None:
         print("transformers not installed: its generate() comparison skipped")
+    else:
+        print(f"transformers generate():   {hf_rate:>9,.0f} new tokens/s (a Llama of the same shape, batch {batch}) "
+              f"-> engine {engine_rate / hf_rate:.1f}x")
 
     # a join: the parent's cache keeps its text before the spawn block; only the join block is new
     before, block = 600, 120

@@ -221,3 +221,102 @@ def test_trace_viewer_renders_every_thread(tmp_path):
     assert tree.count("== child at level 1") == out["children"] and "== parent" in tree
     page = render_html(out)
     assert page.count("<details") == len(out["threads"]) and page.startswith("<!doctype html>")
+
+
+class ForcedModel(torch.nn.Module):
+    """A real random GPT whose output is overridden where a script says so (here: the parent's
+    expansion and spawn block), in cached and in plain full-sequence mode alike."""
+
+    def __init__(self, gpt, script):
+        super().__init__()
+        self.gpt, self.config, self.script, self.rows = gpt, gpt.config, script, {}
+
+    def forward(self, idx, targets=None, kv_cache=None, rows=None, n_new=None, last_only=False, **kw):
+        logits = self.gpt(idx, targets, kv_cache=kv_cache, rows=rows, n_new=n_new, last_only=last_only, **kw)
+        if kv_cache is None:  # full pass over one sequence: override its last position
+            forced = self.script.get(tuple(idx[0].tolist()))
+            if forced is not None:
+                logits[0, -1] = -1e9
+                logits[0, -1, forced] = 0.0
+            return logits
+        for b, row in enumerate(rows):
+            start = int(kv_cache.lengths[row]) - int(n_new[b] if n_new is not None else idx.shape[1])
+            context = self.rows.get(row, [])[:start] + idx[b, :(n_new[b] if n_new is not None else idx.shape[1])].tolist()
+            self.rows[row] = context
+            forced = self.script.get(tuple(context))
+            if forced is not None:
+                logits[b] = -1e9
+                logits[b, forced] = 0.0
+        return logits
+
+
+def naive_rollout(model, problem, context):
+    """Spawn/join decoding by full recomputation, thread by thread: the obviously correct path.
+    Returns every thread's final tokens, parent first, then children in order."""
+    def text_of(ids):  # token by token, as the engine builds its text
+        return "".join(TOK.decode([t]) for t in ids if t not in (TOK.bos_id, TOK.eos_id))
+
+    def decode(ids):
+        while True:
+            with torch.no_grad():
+                token = int(model(torch.tensor([ids]))[0, -1].argmax())
+            ids.append(token)
+            if token == TOK.eos_id:
+                return "done"
+            if len(ids) >= context:
+                return "failed"
+            if text_of(ids).endswith(search.SPAWN_CLOSE):
+                return "spawn"
+
+    parent = [TOK.bos_id] + TOK.encode(search.root_prompt(problem["nums"], problem["target"], True))
+    threads = [parent]
+    while decode(parent) == "spawn":
+        text = text_of(parent)
+        before, _, ids = search.parse_spawn(text)
+        children = []
+        for node_id in ids:
+            child = [TOK.bos_id] + TOK.encode(search.child_prompt(text, node_id))
+            children.append((child, decode(child)))
+            threads.append(child)
+        joined = search.join(text, [text_of(c) if status == "done" else None for c, status in children])
+        offsets = [len(text_of(parent[:k + 1])) for k in range(len(parent))]
+        del parent[offsets.index(len(before)) + 1:]  # keep the parent's own tokens before the block
+        parent += TOK.encode(joined[len(before):])
+        if len(parent) >= context:
+            break
+    return threads
+
+
+def test_engine_with_spawns_equals_naive_decoding_on_a_random_model():
+    torch.manual_seed(3)
+    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=2, n_embd=32, n_head=2, mlp_hidden=48, context=160)
+    gpt = M.GPT(config).eval()
+    script = script_texts((ROOT, EXPANSION + spawn("0,0", "0,1"), False))
+    engine_out, = Engine(ForcedModel(gpt, script), TOK, parallel=True, max_rows=4).run([PROBLEM])
+    expected = naive_rollout(ForcedModel(gpt, script), PROBLEM, config.context)
+    produced = [thread["calls"][-1][0] for thread in engine_out["threads"]]
+    assert engine_out["children"] == 2 and len(produced) == len(expected) == 3
+    for got, want in zip(produced, expected):
+        assert got == want
+
+
+def test_a_half_written_spawn_block_at_the_context_limit_fails_the_thread():
+    half = EXPANSION + search.SPAWN_OPEN + "<Start Sub Search 0 at level 1> Moving to Node #0,0\n" + "Moving to Node #0\n" * 40
+    prompt_tokens = len(TOK.encode(ROOT)) + 1
+    limit = prompt_tokens + len(TOK.encode(EXPANSION + search.SPAWN_OPEN)) + 4  # cut inside the block
+    out, = run_scripted(script_texts((ROOT, half, False)), context=limit)
+    assert out["status"] == "failed" and out["reason"] == "context limit" and out["children"] == 0
+
+
+def test_viewer_command_line_prints_the_tree_and_writes_html(tmp_path, capsys):
+    import rollout
+    torch.manual_seed(0)
+    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=1, n_embd=32, n_head=2, mlp_hidden=48, context=64)
+    ckpt = str(tmp_path / "ckpt.pt")
+    M.save_checkpoint(ckpt, M.GPT(config), TOK, args={"mode": "apr"})
+    page = tmp_path / "tree.html"
+    assert rollout.main(["--ckpt", ckpt, "--target", "27", "--nums", "22", "26", "31", "53", "--html", str(page)]) == 0
+    printed = capsys.readouterr().out
+    assert "27 from [22, 26, 31, 53]" in printed and "== parent" in printed
+    assert page.read_text().startswith("<!doctype html>")
+    assert rollout.main(["--ckpt", str(tmp_path / "none.pt"), "--target", "27", "--nums", "1", "2"]) == 2
