@@ -5,6 +5,8 @@ Speed measurements of the project, each reported beside a baseline measured in t
     python bench.py                      # every part
     python bench.py --part search        # problem generation and the four solvers
     python bench.py --part model         # training throughput against the matmul peak
+    python bench.py --part sft           # train_sft.py's loop on real demonstrations
+    python bench.py --part rollout       # the engine against simpler decoders
 
 Parts:
 - `search`: problems/s of `countdown.py` and demonstrations/s of each solver in `search.py`
@@ -13,6 +15,11 @@ Parts:
   this kind of machine (figures from the project's issue tracker); the ratio against them is
   printed, together with the measured scaling from 1 to 2 workers and the time the paper's
   500,000-problem set with both kinds of demonstrations would take at the 2-worker rates.
+- `sft`: training tokens/s of `train_sft.py`'s own loop (sequences, length-bucketed batches,
+  AdamW) on real SoS+ and APR demonstrations of each preset's task, and the padding share.
+- `rollout`: new tokens/s of the spawn/join engine at batch 64 against one-row cached decoding,
+  naive full recomputation and (when installed) transformers' generate(); the share of time
+  outside the model; what a join saves against re-prefilling the parent.
 - `model`: training tokens/s and model FLOP/s (6 per parameter per token plus attention) of a
   full training step of the `tiny` and `small` presets, beside this machine's own measured
   fp32 matmul FLOP/s, so the fraction of peak is visible.
@@ -241,7 +248,57 @@ def bench_rollout(batch: int, new_tokens: int) -> None:
           f"{full_s * 1e3:.1f} ms re-prefilling all {before + block}: {full_s / join_s:.1f}x")
 
 
-PARTS = {"search": bench_search, "model": bench_model, "rollout": bench_rollout}
+def bench_sft(presets: list[str], steps: int) -> None:
+    """SFT throughput per preset on real demonstrations of the preset's task, with train_sft's
+    own sequences, length-bucketed micro-batches and optimizer: tokens/s computed (padding
+    included) and the padding share, for each mode."""
+    import torch
+    import countdown as cd
+    import model as M
+    import search as S
+    import train_sft as T
+    from tokenizer import Tokenizer
+    tok = Tokenizer()
+    device = M.pick_device()
+    print(f"== sft: {steps} optimizer steps per preset and mode on {device.type}, real demonstrations")
+    print(f"{'preset':<8}{'mode':<6}{'tokens/step':>12}{'tokens/s':>10}{'padding':>9}")
+    for name in presets:
+        cfg = T.SFT_PRESETS[name]
+        config = M.preset(name, vocab_size=tok.vocab_size)
+        context = min(config.context, 1024) if device.type == "cpu" else config.context
+        config = M.preset(name, vocab_size=tok.vocab_size, context=context)
+        micro = min(cfg.micro_tokens, 8192) if device.type == "cpu" else cfg.micro_tokens
+        problems = list(cd.generate_problems(400, seed=7, game=cfg.task))
+        for mode in ("sosp", "apr"):
+            records = list(S.demonstrate_all(problems, mode))
+            sequences, _ = T.training_sequences(records, mode, tok, context)
+            torch.manual_seed(0)
+            gpt = M.GPT(config).to(device)
+            optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4)
+            stream = T.BatchStream(sequences, micro, seed=0)
+            computed = real = 0
+
+            def step():
+                nonlocal computed, real
+                batch = stream.next()
+                idx, targets = T.collate(sequences, batch, tok.pad_id, device)
+                with M.autocast(device):
+                    loss = gpt(idx, targets)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                computed += idx.numel()
+                real += sum(len(sequences[i][0]) - 1 for i in batch)
+            step()  # warm up
+            computed = real = 0
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            elapsed = time.perf_counter() - start
+            print(f"{name:<8}{mode:<6}{computed / steps:>12,.0f}{computed / elapsed:>10,.0f}{1 - real / computed:>8.1%}")
+
+
+PARTS = {"search": bench_search, "model": bench_model, "rollout": bench_rollout, "sft": bench_sft}
 
 
 def main(argv=None) -> int:
@@ -265,6 +322,8 @@ def main(argv=None) -> int:
             bench_model(args.presets, args.steps, args.batch_tokens)
         elif part == "rollout":
             bench_rollout(args.rows, args.new_tokens)
+        elif part == "sft":
+            bench_sft(args.presets, args.steps)
     return 0
 
 

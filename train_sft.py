@@ -285,6 +285,10 @@ def main(argv=None) -> int:
     parser.add_argument("--n-embd", type=int, help="model width (default: the preset's)")
     parser.add_argument("--context", type=int, help="model context in tokens (default: the preset's)")
     parser.add_argument("--numbers", choices=["whole", "digits"], default="whole", help="tokenizer number handling")
+    parser.add_argument("--count", type=int, help="task: numbers per problem (default: the preset's)")
+    parser.add_argument("--num-max", type=int, help="task: largest input number")
+    parser.add_argument("--target-min", type=int, help="task: smallest target")
+    parser.add_argument("--target-max", type=int, help="task: largest target")
     # where and how
     parser.add_argument("--data-dir", default="data", help="cache of problems and demonstrations")
     parser.add_argument("--workers", type=int, default=2, help="processes for data generation")
@@ -307,6 +311,10 @@ def train(args) -> int:
     overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train",
                                                 "n_val", "eval_every", "eval_problems") if getattr(args, k) is not None}
     cfg = replace(SFT_PRESETS[args.preset], **overrides)
+    task = {k: getattr(args, k) for k in ("count", "num_max", "target_min", "target_max") if getattr(args, k) is not None}
+    if task:
+        cfg = replace(cfg, task=replace(cfg.task, **task))
+        cfg.task.validate()
     run_dir = args.out or os.path.join("out", f"sft_{args.mode}_{args.preset}")
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     if args.resume and not os.path.exists(ckpt_path):
