@@ -237,7 +237,10 @@ def test_device_override_and_cpu_default():
         assert M.pick_device().type in ("cpu", "mps")
 
 
-def test_model_trains_under_distributed_data_parallel(tmp_path, gpt):
+def test_model_trains_under_distributed_data_parallel(tmp_path, gpt, monkeypatch):
+    # gloo picks its interface by resolving the hostname, which can hang on a machine with no
+    # network; a test on one machine uses loopback
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)

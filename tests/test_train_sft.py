@@ -103,7 +103,7 @@ def test_two_process_gloo_run_agrees_with_one_process(tmp_path, data_dir):
     the weights must match a single process accumulating all of them."""
     args = ["--mode", "apr", "--steps", "3", "--eval-every", "3"]
     assert run(args, data_dir, tmp_path / "single") == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback: no hostname lookup
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
            os.path.join(ROOT, "train_sft.py")] + args + TINY_RUN + ["--data-dir", data_dir, "--out", str(tmp_path / "ddp")]
     result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
