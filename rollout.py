@@ -62,7 +62,6 @@ class Thread:
     spawns: list = field(default_factory=list)     # children per spawn, in order
     calls: list = field(default_factory=list)      # finished LM calls: (tokens, mask)
     dropped: int = 0                 # tokens of spawn blocks removed at joins
-    generated: int = 0               # tokens this thread sampled
     sequential: int = 0              # generated, plus the longest child of each spawn
     fork_of: int | None = None       # a thread whose prefilled prompt this one copies
     prompt_logits: object = None     # logits after a root's prompt, for the samples that fork it
@@ -154,18 +153,20 @@ class Engine:
         """Give rows to running threads that have none, deepest first: children unblock waiting
         parents. A thread that may spawn (and then wait, holding its row) is admitted only while a
         row stays free for children, so the cache can never fill with waiting parents."""
+        free = self.cache.in_use.count(False)
+        holders = sum(1 for u in threads if u.row is not None and self._may_spawn(u))
         for i in sorted(active, key=lambda i: -threads[i].level):
             t = threads[i]
             if t.row is not None:
                 continue
-            free = self.cache.in_use.count(False)
-            holders = sum(1 for u in threads if u.row is not None and self._may_spawn(u))
             if free == 0 or (self._may_spawn(t) and holders >= self.max_rows - 1):
                 continue
             source = threads[t.fork_of] if t.fork_of is not None else None
             if source is not None and source.status == "running" and source.prompt_logits is None:
                 continue  # wait until the source's prompt is in the cache, then copy it
             t.row = self.cache.allocate(1)[0]
+            free -= 1
+            holders += self._may_spawn(t)
             if source is not None and source.prompt_logits is not None and source.row is not None:
                 self.cache.fork(source.row, [t.row])  # its pending token is not in the cache yet
                 t.pending, t.last_logits = [], source.prompt_logits
@@ -205,7 +206,6 @@ class Engine:
         t = threads[i]
         self._append(t, token, sampled=True)
         t.pending = [token]
-        t.generated += 1
         t.sequential += 1
         totals[t.rollout] += 1
         if token == self.tok.eos_id:

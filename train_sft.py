@@ -371,6 +371,7 @@ def train(args) -> int:
     if micro_per_step % world:
         raise ValueError(f"{micro_per_step} micro-batches per step do not split over {world} ranks")
     stream = BatchStream(train_seqs, cfg.micro_tokens, args.seed, position)
+    targets_in = [sum(mask[1:]) for _, mask in train_seqs]  # trained tokens per sequence
 
     val_problems = countdown.read_problems(paths["val"])
 
@@ -401,7 +402,7 @@ def train(args) -> int:
             group["lr"] = lr
         batches = [stream.next() for _ in range(micro_per_step)]  # every rank advances the same stream
         mine = batches[rank::world]
-        n_targets = sum(int(m) for b in batches for i in b for m in train_seqs[i][1][1:])
+        n_targets = sum(targets_in[i] for b in batches for i in b)
         loss_sum = 0.0
         for k, batch in enumerate(mine):
             idx, targets = collate(train_seqs, batch, tokenizer.pad_id, device)

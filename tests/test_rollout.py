@@ -35,6 +35,14 @@ class ScriptedModel(torch.nn.Module):
         return out
 
 
+def random_gpt(context, seed=0, n_layer=2):
+    """A small random GPT with the project's vocabulary, for decoding tests."""
+    torch.manual_seed(seed)
+    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=n_layer, n_embd=32, n_head=2, mlp_hidden=48,
+                         context=context)
+    return M.GPT(config).eval()
+
+
 def script_of(records, mode):
     script = {}
     for r in records:
@@ -78,14 +86,12 @@ def naive_greedy(model, prompt_ids, steps, context):
 
 
 def test_serial_engine_greedy_equals_naive_decoding():
-    torch.manual_seed(0)
-    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=2, n_embd=32, n_head=2, mlp_hidden=48, context=96)
-    gpt = M.GPT(config).eval()
+    gpt = random_gpt(context=96)
     problems = list(countdown.generate_problems(5, seed=2))
     results = Engine(gpt, TOK, parallel=False, max_rows=4).run(problems)
     for problem, out in zip(problems, results):
         prompt = [TOK.bos_id] + TOK.encode(search.root_prompt(problem["nums"], problem["target"], False))
-        expected = naive_greedy(gpt, prompt, 200, config.context)
+        expected = naive_greedy(gpt, prompt, 200, gpt.config.context)
         assert out["threads"][0]["calls"][-1][0] == expected
 
 
@@ -199,9 +205,7 @@ def test_nested_spawns_replay_with_depth_two():
 
 
 def test_forked_samples_match_at_temperature_zero_and_differ_at_one():
-    torch.manual_seed(0)
-    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=2, n_embd=32, n_head=2, mlp_hidden=48, context=64)
-    gpt = M.GPT(config).eval()
+    gpt = random_gpt(context=64)
     engine = Engine(gpt, TOK, parallel=False, max_rows=8)
     greedy = engine.run([PROBLEM], samples=3)
     assert greedy[0]["text"] == greedy[1]["text"] == greedy[2]["text"]
@@ -288,12 +292,10 @@ def naive_rollout(model, problem, context):
 
 
 def test_engine_with_spawns_equals_naive_decoding_on_a_random_model():
-    torch.manual_seed(3)
-    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=2, n_embd=32, n_head=2, mlp_hidden=48, context=160)
-    gpt = M.GPT(config).eval()
+    gpt = random_gpt(context=160, seed=3)
     script = script_texts((ROOT, EXPANSION + spawn("0,0", "0,1"), False))
     engine_out, = Engine(ForcedModel(gpt, script), TOK, parallel=True, max_rows=4).run([PROBLEM])
-    expected = naive_rollout(ForcedModel(gpt, script), PROBLEM, config.context)
+    expected = naive_rollout(ForcedModel(gpt, script), PROBLEM, gpt.config.context)
     produced = [thread["calls"][-1][0] for thread in engine_out["threads"]]
     assert engine_out["children"] == 2 and len(produced) == len(expected) == 3
     for got, want in zip(produced, expected):
@@ -310,10 +312,8 @@ def test_a_half_written_spawn_block_at_the_context_limit_fails_the_thread():
 
 def test_viewer_command_line_prints_the_tree_and_writes_html(tmp_path, capsys):
     import rollout
-    torch.manual_seed(0)
-    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=1, n_embd=32, n_head=2, mlp_hidden=48, context=64)
     ckpt = str(tmp_path / "ckpt.pt")
-    M.save_checkpoint(ckpt, M.GPT(config), TOK, args={"mode": "apr"})
+    M.save_checkpoint(ckpt, random_gpt(context=64, n_layer=1), TOK, args={"mode": "apr"})
     page = tmp_path / "tree.html"
     assert rollout.main(["--ckpt", ckpt, "--target", "27", "--nums", "22", "26", "31", "53", "--html", str(page)]) == 0
     printed = capsys.readouterr().out
