@@ -250,8 +250,9 @@ def bench_rollout(batch: int, new_tokens: int) -> None:
 
 def bench_sft(presets: list[str], steps: int) -> None:
     """SFT throughput per preset on real demonstrations of the preset's task, with train_sft's
-    own sequences, length-bucketed micro-batches and optimizer: tokens/s computed (padding
-    included) and the padding share, for each mode."""
+    own sequences, length-bucketed micro-batches, loss and optimizer: tokens/s computed (padding
+    included) and the padding share, for each mode; eager, and through torch.compile as
+    train_sft.py runs it by default (its compile time reported apart, left out of the rate)."""
     import torch
     import countdown as cd
     import model as M
@@ -261,7 +262,8 @@ def bench_sft(presets: list[str], steps: int) -> None:
     tok = Tokenizer()
     device = M.pick_device()
     print(f"== sft: {steps} optimizer steps per preset and mode on {device.type}, real demonstrations")
-    print(f"{'preset':<8}{'mode':<6}{'tokens/step':>12}{'tokens/s':>10}{'padding':>9}")
+    print(f"{'preset':<8}{'mode':<6}{'tokens/step':>12}{'eager tok/s':>12}{'compiled':>10}{'ratio':>7}"
+          f"{'compiling':>11}{'padding':>9}")
     for name in presets:
         cfg = T.SFT_PRESETS[name]
         config = M.preset(name, vocab_size=tok.vocab_size)
@@ -272,30 +274,41 @@ def bench_sft(presets: list[str], steps: int) -> None:
         for mode in ("sosp", "apr"):
             records = list(S.demonstrate_all(problems, mode))
             sequences, _ = T.training_sequences(records, mode, tok, context)
-            torch.manual_seed(0)
-            gpt = M.GPT(config).to(device)
-            optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4)
-            stream = T.BatchStream(sequences, micro, seed=0)
-            computed = real = 0
 
-            def step():
-                nonlocal computed, real
-                batch = stream.next()
-                idx, targets = T.collate(sequences, batch, tok.pad_id, device)
-                with M.autocast(device):
-                    loss = gpt(idx, targets)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                computed += idx.numel()
-                real += sum(len(sequences[i][0]) - 1 for i in batch)
-            step()  # warm up
-            computed = real = 0
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            elapsed = time.perf_counter() - start
-            print(f"{name:<8}{mode:<6}{computed / steps:>12,.0f}{computed / elapsed:>10,.0f}{1 - real / computed:>8.1%}")
+            def rate(compiled: bool):
+                """(tokens/s, padding share, seconds of the first step) over `steps` steps."""
+                torch.manual_seed(0)
+                gpt = M.GPT(config).to(device)
+                forward = T.maybe_compile(gpt, device, compiled, log=lambda *a: None)
+                optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4)
+                stream = T.BatchStream(sequences, micro, seed=0)
+                counts = {"computed": 0, "real": 0}
+
+                def step():
+                    batch = stream.next()
+                    idx, targets = T.collate(sequences, batch, tok.pad_id, device)
+                    with M.autocast(device):
+                        loss = -forward(idx, targets, reduction="none").sum() / (targets != -1).sum()
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    counts["computed"] += idx.numel()
+                    counts["real"] += sum(len(sequences[i][0]) - 1 for i in batch)
+                began = time.perf_counter()
+                for _ in range(3 if compiled else 1):  # warm up (compiling a few shapes)
+                    step()
+                warmup = time.perf_counter() - began
+                counts.update(computed=0, real=0)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                elapsed = time.perf_counter() - start
+                return counts["computed"] / elapsed, 1 - counts["real"] / counts["computed"], \
+                    counts["computed"] / steps, warmup
+            eager, padding, per_step, _ = rate(False)
+            fast, _, _, warmup = rate(True)
+            print(f"{name:<8}{mode:<6}{per_step:>12,.0f}{eager:>12,.0f}{fast:>10,.0f}{fast / eager:>6.2f}x"
+                  f"{warmup:>10.0f}s{padding:>8.1%}")
 
 
 PARTS = {"search": bench_search, "model": bench_model, "rollout": bench_rollout, "sft": bench_sft}

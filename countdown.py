@@ -184,6 +184,11 @@ class GameConfig:
     target_min: int = 10    # target uniform in target_min..target_max, drawn first
     target_max: int = 100
 
+    @property
+    def name(self) -> str:
+        """A folder name for this task's data, e.g. `c3_n1-20_t10-40`."""
+        return f"c{self.count}_n{self.num_min}-{self.num_max}_t{self.target_min}-{self.target_max}"
+
     def validate(self) -> None:
         """Raise ValueError naming the first impossible parameter."""
         if self.count < 2:
@@ -282,6 +287,18 @@ def generate_problems(n: int, seed: int = 0, split: str = "train", game: GameCon
             bar.close()
 
 
+def problems_file(game: GameConfig, split: str, n: int, data_dir: str = "data", seed: int = 0,
+                  workers: int = 1, log=print) -> str:
+    """Path of the first n problems of a split of a task, `data/<task>/<split>_<n>.jsonl`, made
+    on first use. Training and evaluation both find their problems here."""
+    path = os.path.join(data_dir, game.name, f"{split}_{n}.jsonl")
+    if not os.path.exists(path):
+        log(f"making {n:,} {split} problems -> {path}")
+        problems = generate_problems(n, seed=seed, split=split, game=game, workers=workers)
+        write_atomically(path, (json.dumps(p) + "\n" for p in problems))
+    return path
+
+
 def _progress_bar(total: int, desc: str):
     """tqdm if installed (it is a project dependency), else nothing: this file stays stdlib-only."""
     try:
@@ -365,6 +382,14 @@ def extract_answer(text: str) -> str | None:
     if second_to_last < 0:
         return None
     return text[second_to_last + len(GOAL):]
+
+
+def answer_steps(answer: str | None) -> tuple[str, ...]:
+    """The operations an answer writes, in order (`('9+11=20', '20-3=17')`): what two answers
+    must share to be the same answer in a majority vote. Empty for no answer."""
+    if not isinstance(answer, str):
+        return ()
+    return tuple(f"{m[1]}{m[2]}{m[3]}={m[4]}" for m in _STEP.finditer(answer))
 
 
 def _apply(x: int, symbol: str, y: int) -> int | None:

@@ -1,12 +1,30 @@
 """
-Evaluation of a trained model: accuracy with the strict verifier and the cost metrics of the
-paper (spec section 5), by running the rollout engine on a split.
+Evaluation of a trained model the way the paper measures it (spec sections 5 and 7): accuracy
+with the strict verifier, the cost of each rollout in tokens and time, compute sweeps, and the
+paper's figures drawn from our own runs.
 
-    python evaluate.py --ckpt out/sft_apr_tiny/ckpt.pt --split val --n 200
+    python evaluate.py --ckpt out/sft_apr_tiny                      # greedy, the run's val split
+    python evaluate.py --ckpt out/sft_sosp_tiny --samples 8 --temperature 1.0   # cons@8, pass@8
+    python evaluate.py --ckpt out/sft_apr_tiny --sweep              # APR: 0..10 conditioned children
+    python evaluate.py --compare out/sft_sosp_tiny out/sft_apr_tiny # table + figures of several runs
 
-`evaluate()` is the one implementation; training scripts import it for their periodic checks
-and the command line is a thin wrapper around it. (The paper's figures, budget sweeps and
-run comparisons are the evaluation issue's work and will grow here.)
+Each evaluation prints a table and writes `<run>/eval_<split>[...].json`; `--compare` reads those
+files, prints one markdown table with the paper's numbers beside ours, and draws the figures
+(PNG, if matplotlib is installed) into `out/compare/`.
+
+The metrics, all per problem and averaged (spec section 5):
+- accuracy: the rollout's answer replays to the target (`countdown.is_correct`);
+- total tokens: every token of every thread's context, a parent's prefix counted once;
+- sequential tokens: the longest causal chain (a parent's tokens plus its longest child's);
+- longest thread: the longest context any thread needed, i.e. the window it must fit;
+- cumulative accuracy at window W: correct *and* the longest thread fits in W;
+- cons@n: majority vote over the answers of n samples (rollouts without an answer are dropped;
+  a tie goes to the answer that appeared first); pass@n: any of n samples is correct;
+- latency: wall-clock seconds from the start of a batch until the rollout's root thread ends.
+  Problems decode together in batches, so compare latencies of runs with the same batch size.
+
+`evaluate()` is the one implementation; the training scripts import it for their periodic checks
+and the command line is a thin wrapper around it.
 """
 
 from __future__ import annotations
@@ -16,31 +34,27 @@ import json
 import math
 import os
 import sys
+from collections import Counter
+from dataclasses import fields
 
 import countdown
 import model as M
 from rollout import Engine, Limits
 
+# spec section 7: the paper's accuracy (%) on 1,000 validation problems (4 numbers, 4k context)
+PAPER_ACCURACY = {
+    "SoS+": {"greedy": 57.3, "temperature 1.0": 48.1},
+    "SoS+ after RL": {"greedy": 60.0, "temperature 1.0": 58.1},
+    "APR": {"greedy": 75.5, "temperature 1.0": 67.8},
+    "APR after RL": {"greedy": 83.4, "temperature 1.0": 76.4},
+}
+PAPER_SOSP_CONS = [57.3, 62.6, 63.0, 64.6, 65.5, 65.8, 66.6, 66.4]  # cons@1..8 at temperature 1.0
+APR_BUDGETS = range(0, 11)   # conditioned child counts of the APR sweep
+SOSP_SAMPLES = 8             # the SoS+ sweep: cons@1..8 from 8 samples per problem
 
-def evaluate(model, tokenizer, problems: list[dict], parallel: bool, temperature: float = 0.0,
-             samples: int = 1, budget: int | None = None, limits: Limits | None = None, max_rows: int = 64,
-             seed: int = 0) -> dict:
-    """Roll out every problem and summarize: accuracy (with a 95% Wilson interval), mean total and
-    sequential tokens, longest thread, spawns and children per problem, latency."""
-    engine = Engine(model, tokenizer, parallel=parallel, limits=limits, max_rows=max_rows)
-    results = engine.run(problems, samples=samples, temperature=temperature, seed=seed, budget=budget)
-    n = len(results)
-    correct = sum(r["correct"] for r in results)
-    low, high = wilson_interval(correct, n)
 
-    def mean(key):
-        return sum(r[key] for r in results) / max(1, n)
-    return {"problems": len(problems), "rollouts": n, "accuracy": correct / max(1, n),
-            "accuracy_95ci": [low, high], "total_tokens": mean("total_tokens"),
-            "sequential_tokens": mean("sequential_tokens"), "longest_thread": mean("longest_thread"),
-            "spawns": mean("spawns"), "children": mean("children"), "latency": mean("latency"),
-            "failed_threads": sum(t["status"] == "failed" for r in results for t in r["threads"])}
-
+# ---------------------------------------------------------------------------------------------
+# Metrics from rollout results (pure functions: the tests build results by hand)
 
 def wilson_interval(successes: int, n: int, z: float = 1.96):
     """95% confidence interval of a proportion (Wilson score), sound near 0 and 1."""
@@ -52,25 +66,403 @@ def wilson_interval(successes: int, n: int, z: float = 1.96):
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def majority_vote(results: list[dict]) -> dict | None:
+    """The result whose answer most samples agree on (answers compared by their operations);
+    samples without an answer do not vote; a tie goes to the answer seen first. None if no
+    sample has an answer."""
+    keys = [countdown.answer_steps(r["answer"]) for r in results]
+    votes = Counter(k for k in keys if k)
+    if not votes:
+        return None
+    best = max(votes.values())
+    winner = next(k for k in keys if k and votes[k] == best)  # first seen among the tied
+    return results[keys.index(winner)]
+
+
+def cons_at_n(groups: list[list[dict]]) -> float:
+    """Share of problems whose majority answer is correct; `groups` holds each problem's samples."""
+    return sum(bool((v := majority_vote(g)) and v["correct"]) for g in groups) / max(1, len(groups))
+
+
+def pass_at_n(groups: list[list[dict]]) -> float:
+    """Share of problems with at least one correct sample."""
+    return sum(any(r["correct"] for r in g) for g in groups) / max(1, len(groups))
+
+
+def context_windows(context: int, points: int = 8) -> list[int]:
+    """Windows for cumulative accuracy: `points` even steps up to the model's context (the
+    paper's 1k..4k is every other step of 4096)."""
+    return [context * k // points for k in range(1, points + 1)]
+
+
+def cumulative_accuracy(results: list[dict], windows: list[int]) -> list[list]:
+    """[window, accuracy] pairs: a rollout counts only if it is correct and its longest thread
+    fits in the window."""
+    n = max(1, len(results))
+    return [[w, sum(r["correct"] and r["longest_thread"] <= w for r in results) / n] for w in windows]
+
+
+def group_samples(results: list[dict], samples: int) -> list[list[dict]]:
+    """Rollouts come problem by problem, `samples` each: one list per problem."""
+    return [results[i:i + samples] for i in range(0, len(results), samples)]
+
+
+def summarize(results: list[dict], samples: int = 1, windows: list[int] | None = None) -> dict:
+    """The metrics of a set of rollouts (means per rollout; cons@n and pass@n per problem)."""
+    n = len(results)
+    correct = sum(r["correct"] for r in results)
+    low, high = wilson_interval(correct, n)
+
+    def mean(key):
+        return sum(r[key] for r in results) / max(1, n)
+    metrics = {"problems": n // max(1, samples), "rollouts": n, "accuracy": correct / max(1, n),
+               "accuracy_95ci": [low, high], "total_tokens": mean("total_tokens"),
+               "sequential_tokens": mean("sequential_tokens"), "longest_thread": mean("longest_thread"),
+               "spawns": mean("spawns"), "children": mean("children"), "latency": mean("latency"),
+               "failed_threads": sum(t["status"] == "failed" for r in results for t in r["threads"])}
+    if samples > 1:
+        groups = group_samples(results, samples)
+        metrics[f"cons@{samples}"] = cons_at_n(groups)
+        metrics[f"pass@{samples}"] = pass_at_n(groups)
+    if windows:
+        metrics["cumulative"] = cumulative_accuracy(results, windows)
+    return metrics
+
+
+def samples_sweep(results: list[dict], samples: int) -> list[dict]:
+    """SoS+ with more samples: cons@n and pass@n from the first n samples of each problem, for
+    n = 1..samples, with their cost (total tokens add up; the samples run side by side, so the
+    sequential tokens and latency are those of the slowest)."""
+    groups = group_samples(results, samples)
+    points = []
+    for n in range(1, samples + 1):
+        firsts = [g[:n] for g in groups]
+        points.append({"samples": n, "accuracy": cons_at_n(firsts), "pass": pass_at_n(firsts),
+                       "total_tokens": _mean(sum(r["total_tokens"] for r in g) for g in firsts),
+                       "sequential_tokens": _mean(max(r["sequential_tokens"] for r in g) for g in firsts),
+                       "latency": _mean(max(r["latency"] for r in g) for g in firsts)})
+    return points
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / max(1, len(values))
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a model
+
+def evaluate(model, tokenizer, problems: list[dict], parallel: bool, temperature: float = 0.0,
+             samples: int = 1, budget: int | None = None, limits: Limits | None = None, max_rows: int = 64,
+             seed: int = 0, windows: list[int] | None = None, keep_results: bool = False) -> dict:
+    """Roll out every problem `samples` times and summarize (see `summarize`). With
+    `keep_results` the rollouts themselves come back too, under "results"."""
+    engine = Engine(model, tokenizer, parallel=parallel, limits=limits, max_rows=max_rows)
+    results = engine.run(problems, samples=samples, temperature=temperature, seed=seed, budget=budget)
+    metrics = summarize(results, samples, windows)
+    if keep_results:
+        metrics["results"] = results
+    return metrics
+
+
+def sweep(model, tokenizer, problems, parallel: bool, temperature: float, limits: Limits, windows,
+          max_rows: int = 64, seed: int = 0, progress=print) -> list[dict]:
+    """The compute sweep of Figures 4 and 6: APR at each conditioned child count, SoS+ at
+    n = 1..8 samples (temperature 1.0 unless another non-zero one is given)."""
+    if not parallel:
+        t = temperature or 1.0
+        run = evaluate(model, tokenizer, problems, False, t, SOSP_SAMPLES, limits=limits, max_rows=max_rows,
+                       seed=seed, keep_results=True)
+        points = samples_sweep(run["results"], SOSP_SAMPLES)
+        for p in points:
+            p["temperature"] = t
+            progress(f"  cons@{p['samples']}: {p['accuracy']:.1%}, pass@{p['samples']}: {p['pass']:.1%}, "
+                     f"{p['total_tokens']:,.0f} tokens")
+        return points
+    points = []
+    for budget in APR_BUDGETS:
+        m = evaluate(model, tokenizer, problems, True, temperature, budget=budget, limits=limits,
+                     max_rows=max_rows, seed=seed, windows=windows)
+        points.append({"budget": budget, **m})
+        progress(f"  budget {budget}: accuracy {m['accuracy']:.1%}, {m['children']:.1f} children, "
+                 f"{m['total_tokens']:,.0f} tokens, {m['sequential_tokens']:,.0f} sequential")
+    return points
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and runs
+
+def checkpoint_path(path: str) -> str:
+    """A run folder or a checkpoint file -> the checkpoint file; ValueError naming the fix."""
+    ckpt = os.path.join(path, "ckpt.pt") if os.path.isdir(path) else path
+    if not os.path.isfile(ckpt):
+        raise ValueError(f"no checkpoint at {ckpt}; train one first, e.g. "
+                         f"`python train_sft.py --mode apr --preset tiny --out {os.path.dirname(ckpt) or path}`")
+    return ckpt
+
+
+def run_facts(state: dict) -> dict:
+    """What evaluation needs to know about the run that wrote a checkpoint."""
+    args, train_config = state.get("args", {}), state.get("train_config", {})
+    mode = args.get("mode")
+    if mode not in ("sosp", "apr"):
+        raise ValueError("this checkpoint does not say whether it is a sosp or an apr model (args.mode)")
+    known = {f.name for f in fields(countdown.GameConfig)}
+    task = countdown.GameConfig(**{k: v for k, v in train_config.get("task", {}).items() if k in known})
+    stage = state.get("stage", "sft")
+    return {"mode": mode, "conditioning": bool(args.get("conditioning")), "task": task,
+            "n_val": train_config.get("n_val", 200), "seed": args.get("seed", 0),
+            "data_dir": args.get("data_dir", "data"), "stage": stage,
+            "method": ("APR" if mode == "apr" else "SoS+") + (" after RL" if stage == "rl" else "")}
+
+
+def report_name(split: str, temperature: float, samples: int, budget, context, is_sweep: bool) -> str:
+    """`eval_val.json` for the default (greedy, one sample), tagged otherwise."""
+    tags = [split]
+    if temperature:
+        tags.append(f"t{temperature:g}")
+    if samples > 1:
+        tags.append(f"n{samples}")
+    if budget is not None:
+        tags.append(f"b{budget}")
+    if context:
+        tags.append(f"w{context}")
+    if is_sweep:
+        tags.append("sweep")
+    return "eval_" + "_".join(tags) + ".json"
+
+
+def print_report(report: dict, out=print) -> None:
+    m = report["metrics"]
+    low, high = m["accuracy_95ci"]
+    out(f"{report['method']} ({report['run']}): {m['problems']} {report['split']} problems, "
+        f"{'greedy' if not report['temperature'] else 'temperature %g' % report['temperature']}"
+        + (f", {report['samples']} samples" if report["samples"] > 1 else "")
+        + (f", budget {report['budget']}" if report["budget"] is not None else ""))
+    rows = [("accuracy", f"{m['accuracy']:.1%}  [{low:.1%}, {high:.1%}]")]
+    for key in (f"cons@{report['samples']}", f"pass@{report['samples']}"):
+        if key in m:
+            rows.append((key, f"{m[key]:.1%}"))
+    rows += [("total tokens", f"{m['total_tokens']:,.0f}"), ("sequential tokens", f"{m['sequential_tokens']:,.0f}"),
+             ("longest thread", f"{m['longest_thread']:,.0f}"), ("spawns", f"{m['spawns']:.2f}"),
+             ("children", f"{m['children']:.2f}"), ("latency (s)", f"{m['latency']:.2f}")]
+    for name, value in rows:
+        out(f"  {name:<18} {value}")
+    if m.get("cumulative"):
+        out("  cumulative accuracy by window: "
+            + ", ".join(f"{w}: {a:.1%}" for w, a in m["cumulative"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing runs: one table, the paper's figures
+
+def load_reports(run: str, split: str = "val") -> dict:
+    """The evaluation files of one run folder: greedy, temperature 1.0 and sweep, where present."""
+    found = {}
+    for key, name in (("greedy", f"eval_{split}.json"), ("temperature 1.0", f"eval_{split}_t1.json"),
+                      ("sweep", f"eval_{split}_sweep.json")):
+        path = os.path.join(run, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                found[key] = json.load(f)
+    if "greedy" not in found:
+        raise ValueError(f"{run} has no {split} evaluation yet; run `python evaluate.py --ckpt {run}` first")
+    return found
+
+
+def compare_table(runs: dict) -> str:
+    """Markdown: our runs side by side, the paper's accuracy beside each method."""
+    lines = ["| method | run | problems | greedy | temperature 1.0 | total tokens | sequential tokens "
+             "| longest thread | children | paper greedy | paper temperature 1.0 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run, reports in runs.items():
+        greedy = reports["greedy"]
+        m = greedy["metrics"]
+        hot = reports.get("temperature 1.0")
+        paper = PAPER_ACCURACY.get(greedy["method"], {})
+        lines.append(" | ".join([
+            f"| {greedy['method']}", run, str(m["problems"]), f"{m['accuracy']:.1%}",
+            f"{hot['metrics']['accuracy']:.1%}" if hot else "-",
+            f"{m['total_tokens']:,.0f}", f"{m['sequential_tokens']:,.0f}", f"{m['longest_thread']:,.0f}",
+            f"{m['children']:.1f}", f"{paper['greedy']}%" if paper else "-",
+            f"{paper['temperature 1.0']}%" if paper else "-"]) + " |")
+    return "\n".join(lines)
+
+
+def plot_figures(runs: dict, out_dir: str) -> list[str]:
+    """Figures 4a, 4b, 5 and 6 of the paper from our runs; [] when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+
+    def save(fig, name):
+        path = os.path.join(out_dir, name)
+        fig.tight_layout()
+        fig.savefig(path + ".tmp.png", dpi=120)
+        os.replace(path + ".tmp.png", path)
+        plt.close(fig)
+        written.append(path)
+
+    def sweep_points(reports):
+        points = reports.get("sweep", {}).get("sweep", [])
+        label = "budget" if points and "budget" in points[0] else "samples"
+        return points, label
+
+    # Figure 4a: accuracy against total tokens (APR budget sweep, SoS+ cons@n)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for run, reports in runs.items():
+        points, label = sweep_points(reports)
+        m = reports["greedy"]["metrics"]
+        if points:
+            ax.plot([p["total_tokens"] for p in points], [100 * p["accuracy"] for p in points], marker="o",
+                    label=f"{reports['greedy']['method']} ({'child budget' if label == 'budget' else 'cons@n'})")
+        ax.scatter([m["total_tokens"]], [100 * m["accuracy"]], marker="*", s=120,
+                   label=f"{reports['greedy']['method']} greedy ({os.path.basename(run)})")
+    ax.set(xlabel="total tokens per problem", ylabel="accuracy (%)", title="Fig. 4a: accuracy vs total tokens")
+    ax.legend(fontsize=7)
+    save(fig, "fig4a_total_tokens.png")
+
+    # Figure 4b: cumulative accuracy against the context window
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for run, reports in runs.items():
+        curve = reports["greedy"]["metrics"].get("cumulative", [])
+        ax.plot([w for w, _ in curve], [100 * a for _, a in curve], marker="o",
+                label=f"{reports['greedy']['method']} ({os.path.basename(run)})")
+        points, label = sweep_points(reports)
+        for p in points:
+            if label == "budget" and p["budget"] in (3, 6, 10) and p.get("cumulative"):
+                ax.plot([w for w, _ in p["cumulative"]], [100 * a for _, a in p["cumulative"]], linestyle="--",
+                        label=f"{reports['greedy']['method']}, {p['budget']} children")
+    ax.set(xlabel="context window (tokens)", ylabel="cumulative accuracy (%)",
+           title="Fig. 4b: accuracy within a window")
+    ax.legend(fontsize=7)
+    save(fig, "fig4b_context_window.png")
+
+    # Figure 5: greedy and temperature 1.0 accuracy per run (before and after RL side by side)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    names = list(runs)
+    for k, (key, offset) in enumerate((("greedy", -0.2), ("temperature 1.0", 0.2))):
+        values = [100 * runs[r][key]["metrics"]["accuracy"] if key in runs[r] else 0 for r in names]
+        ax.bar([i + offset for i in range(len(names))], values, width=0.4, label=key)
+    ax.set_xticks(range(len(names)), [f"{runs[r]['greedy']['method']}\n{os.path.basename(r)}" for r in names],
+                  fontsize=7)
+    ax.set(ylabel="accuracy (%)", title="Fig. 5: accuracy per run (SFT / after RL)")
+    ax.legend(fontsize=7)
+    save(fig, "fig5_runs.png")
+
+    # Figure 6: accuracy against sequential tokens and against latency
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for run, reports in runs.items():
+        points, _ = sweep_points(reports)
+        m = reports["greedy"]["metrics"]
+        for ax, key in zip(axes, ("sequential_tokens", "latency")):
+            if points:
+                ax.plot([p[key] for p in points], [100 * p["accuracy"] for p in points], marker="o",
+                        label=reports["greedy"]["method"])
+            ax.scatter([m[key]], [100 * m["accuracy"]], marker="*", s=120,
+                       label=f"{reports['greedy']['method']} greedy")
+    axes[0].set(xlabel="sequential tokens per problem", ylabel="accuracy (%)", title="Fig. 6a")
+    axes[1].set(xlabel="latency per problem (s, batched)", ylabel="accuracy (%)", title="Fig. 6b")
+    axes[0].legend(fontsize=7)
+    save(fig, "fig6_sequential_latency.png")
+    return written
+
+
+def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) -> int:
+    runs = {run: load_reports(run, split) for run in run_dirs}
+    table = compare_table(runs)
+    out(table)
+    os.makedirs(out_dir, exist_ok=True)
+    countdown.write_atomically(os.path.join(out_dir, "table.md"), [table + "\n"])
+    figures = plot_figures(runs, out_dir)
+    if figures:
+        out("figures: " + ", ".join(figures))
+    else:
+        out("no figures: matplotlib is not installed (pip install matplotlib); the table is in "
+            + os.path.join(out_dir, "table.md"))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Accuracy and cost of a checkpoint on a split of problems.")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train_sft.py or train_rl.py")
-    parser.add_argument("--problems", required=True, help="problems .jsonl (countdown.py)")
-    parser.add_argument("--n", type=int, default=200, help="how many problems")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu")
+    parser = argparse.ArgumentParser(
+        description="Accuracy and cost of a checkpoint on a split of problems (greedy by default), "
+                    "compute sweeps, and tables and figures that compare runs.")
+    parser.add_argument("--ckpt", help="a run folder (out/<run>) or its ckpt.pt")
+    parser.add_argument("--split", default="val", choices=["val", "test", "train"],
+                        help="which split of the run's task (default val)")
+    parser.add_argument("--problems", help="a problems .jsonl to use instead of the split")
+    parser.add_argument("--n", type=int, help="how many problems (default: as many as the run validated on)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--samples", type=int, default=1, help="rollouts per problem: cons@n and pass@n")
+    parser.add_argument("--budget", type=int,
+                        help="conditioning: SoS+ token budget or APR child count (needs a run trained with --conditioning)")
+    parser.add_argument("--context", type=int, help="per-thread context limit W (default: the model's)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="APR: every child budget 0..10 (needs --conditioning); SoS+: cons@1..8 at temperature 1.0")
+    parser.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put side by side")
+    parser.add_argument("--out", default=os.path.join("out", "compare"), help="folder for --compare's table and figures")
+    parser.add_argument("--max-rows", type=int, default=64, help="threads decoded together")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
     args = parser.parse_args(argv)
     try:
-        model, tokenizer, state = M.load_checkpoint(args.ckpt, M.pick_device(args.device))
-        problems = countdown.read_problems(args.problems)[:args.n]
+        if args.compare:
+            return compare(args.compare, args.out, args.split)
+        if not args.ckpt:
+            raise ValueError("give --ckpt out/<run> to evaluate a run, or --compare RUN ... to compare runs")
+        return run_evaluation(args)
     except ValueError as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
-    parallel = state["args"].get("mode") == "apr"
-    metrics = evaluate(model, tokenizer, problems, parallel, args.temperature)
-    print(json.dumps(metrics, indent=2))
-    out = os.path.join(os.path.dirname(args.ckpt), "eval.json")
-    countdown.write_atomically(out, [json.dumps(metrics, indent=2)])
+
+
+def run_evaluation(args) -> int:
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1 (got {args.samples})")
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be at least 1 (got {args.n})")
+    ckpt = checkpoint_path(args.ckpt)
+    run_dir = os.path.dirname(ckpt)
+    model, tokenizer, state = M.load_checkpoint(ckpt, M.pick_device(args.device))
+    facts = run_facts(state)
+    if (args.budget is not None or (args.sweep and facts["mode"] == "apr")) and not facts["conditioning"]:
+        raise ValueError(f"{run_dir} was trained without --conditioning, so it cannot follow a budget; "
+                         f"drop --budget/--sweep or train with --conditioning")
+    if args.context is not None and not 0 < args.context <= model.config.context:
+        raise ValueError(f"--context {args.context} must be in 1..{model.config.context}, the model's context")
+    n = args.n or facts["n_val"]
+    if args.problems:
+        problems = countdown.read_problems(args.problems)[:n]
+        source = args.problems
+    else:
+        source = countdown.problems_file(facts["task"], args.split, n, facts["data_dir"], facts["seed"])
+        problems = countdown.read_problems(source)
+    context = args.context or model.config.context
+    limits, windows = Limits(context=context), context_windows(context)
+    parallel = facts["mode"] == "apr"
+    report = {"run": run_dir, "checkpoint": ckpt, "method": facts["method"], "mode": facts["mode"],
+              "stage": facts["stage"], "split": args.split, "problems_file": source, "temperature": args.temperature,
+              "samples": args.samples, "budget": args.budget, "context": context}
+    print(f"evaluating {ckpt} ({facts['method']}) on {len(problems)} problems from {source}", file=sys.stderr)
+    report["metrics"] = evaluate(model, tokenizer, problems, parallel, args.temperature, args.samples, args.budget,
+                                 limits, args.max_rows, args.seed, windows)
+    print_report(report)
+    if args.sweep:
+        print("sweep:" + (" conditioned child counts" if parallel else f" cons@n, {SOSP_SAMPLES} samples"))
+        report["sweep"] = sweep(model, tokenizer, problems, parallel, args.temperature, limits, windows,
+                                args.max_rows, args.seed)
+    name = report_name(args.split, args.temperature, args.samples, args.budget, args.context, args.sweep)
+    out = os.path.join(run_dir, name)
+    countdown.write_atomically(out, [json.dumps(report, indent=2)])
+    print(f"wrote {out}")
     return 0
 
 

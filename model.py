@@ -64,14 +64,24 @@ PRESETS = {
     "paper": GPTConfig(n_layer=18, n_embd=1024, n_head=16, mlp_hidden=2752, context=4096),
     # one GPU, about an hour of SFT
     "small": GPTConfig(n_layer=8, n_embd=512, n_head=8, mlp_hidden=1376, context=4096),
-    # a 2-core CPU in minutes (sized by the reproduction work)
-    "tiny": GPTConfig(n_layer=4, n_embd=256, n_head=4, mlp_hidden=688, context=1024),
+    # a 2-core CPU in minutes: narrow, because on this budget tokens seen beat width (README)
+    "tiny": GPTConfig(n_layer=4, n_embd=128, n_head=4, mlp_hidden=352, context=1024),
 }
 
 
+def swiglu_hidden(n_embd: int) -> int:
+    """Llama's SwiGLU width for a residual width: 8/3 of it (the same parameters as a 4x GELU
+    MLP), rounded up to a multiple of 16 for the matmul kernels."""
+    return 16 * math.ceil(8 * n_embd / 3 / 16)
+
+
 def preset(name: str, **overrides) -> GPTConfig:
+    """A preset's config with some fields changed; a new width brings its own MLP width unless
+    that is given too (a preset's hidden width belongs to its width)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if "n_embd" in overrides and "mlp_hidden" not in overrides:
+        overrides["mlp_hidden"] = swiglu_hidden(overrides["n_embd"])
     return replace(PRESETS[name], **overrides)
 
 
@@ -99,7 +109,8 @@ def rotary_table(head_dim: int, length: int, theta: float):
 
 def apply_rotary(x, cos, sin):
     """Rotate each pair (x[i], x[i + D/2]) of every head by its position's angle.
-    x: (B, H, T, D); cos, sin: (B, 1, T, D/2), one row of positions per batch row."""
+    x: (B, H, T, D); cos, sin: (B, 1, T, D/2), one row of positions per batch row (or
+    (1, 1, T, D/2) when every row starts at position 0)."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -272,19 +283,21 @@ class GPT(nn.Module):
         B, T = idx.shape
         device = idx.device
         cache_args = {}
-        if kv_cache is None:
-            positions = torch.arange(T, device=device).expand(B, T)
-        else:
+        if kv_cache is None:  # every row starts at position 0: one table slice, broadcast
+            if T > self.config.context:
+                raise ValueError(f"position {T - 1} is beyond the context of {self.config.context}")
+            cos, sin = self.cos[None, None, :T], self.sin[None, None, :T]  # (1, 1, T, D/2)
+        else:  # each row continues from its own length
             rows = torch.as_tensor(rows, dtype=torch.long, device=device)
             starts = kv_cache.lengths[rows]
             if int(starts.max()) + T > kv_cache.max_len:
                 raise ValueError(f"a row would exceed the cache's {kv_cache.max_len} slots")
             positions = starts[:, None] + torch.arange(T, device=device)
+            if int(positions.max()) >= self.config.context:
+                raise ValueError(f"position {int(positions.max())} is beyond the context of {self.config.context}")
+            # (B, T, D/2) -> (B, 1, T, D/2): the same angle for every head
+            cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
             cache_args = dict(cache=kv_cache, rows=rows, starts=starts)
-        if int(positions.max()) >= self.config.context:
-            raise ValueError(f"position {int(positions.max())} is beyond the context of {self.config.context}")
-        # (B, T, D/2) -> (B, 1, T, D/2): the same angle for every head
-        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
         x = self.embed(idx)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, layer=layer, **cache_args) if cache_args else block(x, cos, sin)
@@ -302,8 +315,10 @@ class GPT(nn.Module):
             return logits
         if reduction == "mean":
             return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        logprobs = -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-1, reduction="none")
-        return logprobs  # (B, T), 0 where targets == -1
+        # flattened (B*T, V): a (B, V, T) view would make the softmax stride across memory (2.5x slower)
+        logprobs = -F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                                    reduction="none")
+        return logprobs.view(B, T)  # 0 where targets == -1
 
     # -- sizes ----------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = True) -> int:

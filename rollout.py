@@ -61,8 +61,6 @@ class Thread:
     children: list = field(default_factory=list)   # thread indices of the current spawn
     spawns: list = field(default_factory=list)     # children per spawn, in order
     calls: list = field(default_factory=list)      # finished LM calls: (tokens, mask)
-    dropped: int = 0                 # tokens of spawn blocks removed at joins
-    sequential: int = 0              # generated, plus the longest child of each spawn
     fork_of: int | None = None       # a thread whose prefilled prompt this one copies
     prompt_logits: object = None     # logits after a root's prompt, for the samples that fork it
     last_logits: object = None       # logits a forked thread samples its first token from
@@ -78,6 +76,50 @@ def sample(logits, temperature: float = 0.0, top_k: int | None = None, generator
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+
+
+def tree_metrics(threads: list[dict]) -> dict:
+    """The cost of one rollout (spec section 5) from its thread tree: `threads` in depth-first
+    order, each with its `parent` (index or None), `spawns` (children per spawn, in order) and
+    `calls` (one (tokens, mask) per LM call; mask 1 on the tokens that call sampled).
+
+    - total tokens: every token of every thread's contexts, a parent's prefix counted once: a
+      call adds what it does not share with the call before it (the join block and what follows);
+    - sequential tokens: the longest causal chain, a thread's sampled tokens plus, for each of its
+      spawns, the largest sequential count among that spawn's children;
+    - longest thread: the longest context any call held (what must fit a context window).
+    """
+    children = [[] for _ in threads]
+    for k, t in enumerate(threads):
+        if t["parent"] is not None:
+            children[t["parent"]].append(k)
+
+    def shared(a, b):
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    def sequential(k):
+        t, kids, done = threads[k], children[k], 0
+        chain = sum(sum(mask) for _, mask in t["calls"])
+        for size in t["spawns"]:
+            group, done = kids[done:done + size], done + size
+            chain += max((sequential(c) for c in group), default=0)
+        return chain
+
+    total = 0
+    for t in threads:
+        previous = []
+        for tokens, _ in t["calls"]:
+            total += len(tokens) - shared(previous, tokens)
+            previous = tokens
+    roots = [k for k, t in enumerate(threads) if t["parent"] is None]
+    return {"total_tokens": total,
+            "sequential_tokens": sum(sequential(k) for k in roots),
+            "longest_thread": max((len(tokens) for t in threads for tokens, _ in t["calls"]), default=0),
+            "spawns": sum(len(t["spawns"]) for t in threads),
+            "children": sum(sum(t["spawns"]) for t in threads)}
 
 
 class Engine:
@@ -206,7 +248,6 @@ class Engine:
         t = threads[i]
         self._append(t, token, sampled=True)
         t.pending = [token]
-        t.sequential += 1
         totals[t.rollout] += 1
         if token == self.tok.eos_id:
             return self._finish(threads, i, "done")
@@ -253,7 +294,6 @@ class Engine:
         """All children of thread p have ended: drop its spawn block, then feed the join block."""
         parent = threads[p]
         children = [threads[c] for c in parent.children]
-        parent.sequential += max(c.sequential for c in children)
         joined = search.join(parent.text, [c.text if c.status == "done" else None for c in children])
         before, _, _ = search.parse_spawn(parent.text)
         if len(before) not in parent.offsets:  # a spawn block that starts inside a token
@@ -263,7 +303,6 @@ class Engine:
             keep += 1  # keep zero-length tokens (BOS) that end at the same place
         # the spawn block's last token was sampled but never fed: the cache holds one token less
         self.cache.truncate(parent.row, min(keep, int(self.cache.lengths[parent.row])))
-        parent.dropped += len(parent.tokens) - keep
         del parent.tokens[keep:], parent.mask[keep:], parent.offsets[keep:]
         parent.text, parent.call_start = before, keep
         parent.pending = self.tok.encode(joined[len(before):])
@@ -278,21 +317,14 @@ class Engine:
         tree = self._subtree(threads, root, children_of)
         text = threads[root].text
         position = {id(t): k for k, t in enumerate(tree)}
-        return {
-            "nums": problem["nums"], "target": problem["target"], "text": text,
-            "answer": countdown.extract_answer(text),
-            "correct": countdown.is_correct(problem["nums"], problem["target"], text),
-            "status": threads[root].status, "reason": threads[root].reason,
-            "threads": [{"parent": None if t.parent is None else position[id(threads[t.parent])], "level": t.level,
+        thread_dicts = [{"parent": None if t.parent is None else position[id(threads[t.parent])], "level": t.level,
                          "status": t.status, "reason": t.reason, "spawns": t.spawns, "text": t.text,
-                         "calls": t.calls} for t in tree],
-            "total_tokens": sum(len(t.tokens) + t.dropped for t in tree),
-            "sequential_tokens": threads[root].sequential,
-            "longest_thread": max(len(tokens) for t in tree for tokens, _ in t.calls),
-            "spawns": sum(len(t.spawns) for t in tree),
-            "children": sum(sum(t.spawns) for t in tree),
-            "latency": latency,
-        }
+                         "calls": t.calls} for t in tree]
+        return {"nums": problem["nums"], "target": problem["target"], "text": text,
+                "answer": countdown.extract_answer(text),
+                "correct": countdown.is_correct(problem["nums"], problem["target"], text),
+                "status": threads[root].status, "reason": threads[root].reason,
+                "threads": thread_dicts, **tree_metrics(thread_dicts), "latency": latency}
 
     @staticmethod
     def _subtree(threads, root, children_of):

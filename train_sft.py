@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -67,6 +68,7 @@ class TrainConfig:
     eval_every: int = 1000         # steps between validation checks
     val_sequences: int = 256       # sequences in the validation loss
     eval_problems: int = 200       # validation problems decoded greedily at each check (last step: all)
+    beam: int | None = None        # a fixed solver beam for the demonstrations (None: the authors' ranges)
 
 
 SFT_PRESETS = {
@@ -76,38 +78,39 @@ SFT_PRESETS = {
     "small": TrainConfig(n_train=200_000, batch_tokens=128 * 1024, micro_tokens=32768, steps=4000,
                          lr=3e-4, min_lr=3e-5, warmup=200, beta2=0.95, eval_every=500),
     # a 2-core CPU in minutes: a smaller task (3 numbers), short sequences, a high learning rate
-    "tiny": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=30, target_min=10, target_max=30),
-                        n_train=20_000, n_val=200, batch_tokens=8192, micro_tokens=8192, steps=600,
-                        lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=100, val_sequences=128,
-                        eval_problems=50),
+    "tiny": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=20, target_min=10, target_max=40),
+                        n_train=20_000, n_val=200, batch_tokens=8192, micro_tokens=8192, steps=1100,
+                        lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=250, val_sequences=128,
+                        eval_problems=20, beam=5),
 }
-MODEL_CONTEXT = {"paper": 4096, "small": 4096, "tiny": 1024}
-
-
-def task_name(task: countdown.GameConfig) -> str:
-    return f"c{task.count}_n{task.num_min}-{task.num_max}_t{task.target_min}-{task.target_max}"
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
 
+def search_config(mode: str, beam: int | None) -> search.SearchConfig:
+    """The solver settings of a run's demonstrations: the authors' defaults, or a fixed beam.
+
+    A fixed beam is the tiny preset's choice. With the authors' random beam (APR: 1..10 per
+    problem) nothing in an APR parent's text says how many successors it will list before it
+    spawns, so a greedy model cannot know when to stop; small models loop there. A fixed beam
+    makes the stop countable (and with 3 numbers, beam 5 solves more problems than 1..10)."""
+    config = search.DEFAULTS[mode]
+    return replace(config, beam_min=beam, beam_max=beam) if beam else config
+
+
 def prepare_data(task: countdown.GameConfig, mode: str, n_train: int, n_val: int, data_dir: str = "data",
-                 seed: int = 0, workers: int = 1, log=print) -> dict:
+                 seed: int = 0, workers: int = 1, log=print, beam: int | None = None) -> dict:
     """Problems and demonstrations of a task, generated on first use and cached on disk."""
-    folder = os.path.join(data_dir, task_name(task))
-    paths = {"train": os.path.join(folder, f"train_{n_train}.jsonl"),
-             "val": os.path.join(folder, f"val_{n_val}.jsonl")}
-    for split, n in (("train", n_train), ("val", n_val)):
-        if not os.path.exists(paths[split]):
-            log(f"making {n:,} {split} problems -> {paths[split]}")
-            problems = countdown.generate_problems(n, seed=seed, split=split, game=task, workers=workers)
-            countdown.write_atomically(paths[split], (json.dumps(p) + "\n" for p in problems))
+    paths = {split: countdown.problems_file(task, split, n, data_dir, seed, workers, log)
+             for split, n in (("train", n_train), ("val", n_val))}
     for split in ("train", "val"):
-        demos = paths[split].replace(".jsonl", f"_{mode}.jsonl")
+        demos = paths[split].replace(".jsonl", f"_{mode}" + (f"_beam{beam}" if beam else "") + ".jsonl")
         if not os.path.exists(demos):
             log(f"writing {mode} demonstrations -> {demos}")
             problems = countdown.read_problems(paths[split])
-            records = search.demonstrate_all(problems, mode, seed=seed, workers=workers, as_json=True)
+            records = search.demonstrate_all(problems, mode, seed=seed, config=search_config(mode, beam),
+                                             workers=workers, as_json=True)
             countdown.write_atomically(demos, (line for line, _ in records))
         paths[f"{split}_{mode}"] = demos
     return paths
@@ -247,7 +250,22 @@ def describe(metrics: dict) -> str:
         low, high = metrics["greedy_accuracy_95ci"]
         line += (f" | greedy accuracy {metrics['greedy_accuracy']:.1%} [{low:.1%}, {high:.1%}] on "
                  f"{metrics['greedy_problems']} problems | children {metrics['greedy_children']:.1f}")
+    if "eval_seconds" in metrics:
+        line += f" | {metrics['eval_seconds']:.0f} s"
     return line
+
+
+def maybe_compile(module, device, wanted: bool, log=print):
+    """The training forward, through torch.compile when asked and possible: it fuses the
+    elementwise work (norms, rotary, SwiGLU) around the matmuls, for `bench.py --part sft`'s
+    speed-up after a minute or so of compiling. On a CPU it needs a C++ compiler; without one the
+    run goes on eagerly. Evaluation always runs the plain model."""
+    if not wanted:
+        return module
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        log("no C++ compiler found: training without torch.compile")
+        return module
+    return torch.compile(module, dynamic=True)
 
 
 def setup_distributed(device_arg):
@@ -281,6 +299,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n-val", type=int, help="validation problems")
     parser.add_argument("--eval-every", type=int, help="steps between validation checks")
     parser.add_argument("--eval-problems", type=int, help="problems decoded greedily at each check, all val problems at the last (0: none)")
+    parser.add_argument("--beam", type=int, help="fixed solver beam of the demonstrations (0: the authors' random beams)")
     parser.add_argument("--n-layer", type=int, help="model depth (default: the preset's)")
     parser.add_argument("--n-embd", type=int, help="model width (default: the preset's)")
     parser.add_argument("--context", type=int, help="model context in tokens (default: the preset's)")
@@ -295,6 +314,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="data order and initialization")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--quiet", action="store_true", help="no per-step log lines")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="torch.compile the training step (default on; --no-compile for quick runs)")
     args = parser.parse_args(argv)
     try:
         return train(args)
@@ -304,12 +325,15 @@ def main(argv=None) -> int:
 
 
 def train(args) -> int:
+    run_began = time.time()  # wall time counts data preparation too
     if args.mode not in ("sosp", "apr"):
         raise ValueError(f"unknown --mode {args.mode!r}; use --mode sosp or --mode apr")
     if args.preset not in SFT_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(SFT_PRESETS)}")
-    overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train",
-                                                "n_val", "eval_every", "eval_problems") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train", "n_val",
+                                                "eval_every", "eval_problems", "beam") if getattr(args, k) is not None}
+    if overrides.get("beam") == 0:
+        overrides["beam"] = None  # --beam 0: the authors' random beams
     cfg = replace(SFT_PRESETS[args.preset], **overrides)
     task = {k: getattr(args, k) for k in ("count", "num_max", "target_min", "target_max") if getattr(args, k) is not None}
     if task:
@@ -331,11 +355,12 @@ def train(args) -> int:
 
     # data: rank 0 generates, the others wait for it
     if master:
-        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log)
+        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log,
+                             cfg.beam)
     if world > 1:
         dist.barrier()
     if not master:
-        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log)
+        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log, cfg.beam)
     train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
                                              args.mode, tokenizer, config.context, args.conditioning)
     val_seqs, _ = training_sequences(read_demonstrations(paths[f"val_{args.mode}"], args.mode),
@@ -366,6 +391,7 @@ def train(args) -> int:
         torch.set_rng_state(state["rng"])
         log(f"resumed {ckpt_path} at step {step}")
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    forward = maybe_compile(train_model, device, args.compile, log)
 
     micro_per_step = max(1, cfg.batch_tokens // cfg.micro_tokens)
     if micro_per_step % world:
@@ -375,26 +401,32 @@ def train(args) -> int:
 
     val_problems = countdown.read_problems(paths["val"])
 
+    eval_seconds = 0.0  # time in checks, left out of the training speed
+
     def evaluate_now(final=False):
         """Validation loss, and greedy accuracy with the strict verifier (all val problems at the end)."""
+        nonlocal eval_seconds
+        began = time.time()
         metrics = {"step": step, "val_loss": validation_loss(model, val_seqs, tokenizer.pad_id, device, cfg.micro_tokens)}
         n = (len(val_problems) if final else cfg.eval_problems) if cfg.eval_problems else 0
         if n and master:
             rollouts = evaluate(model, tokenizer, val_problems[:n], parallel=args.mode == "apr")
             model.train()
             metrics.update({f"greedy_{k}": v for k, v in rollouts.items()})
+        metrics["eval_seconds"] = time.time() - began
+        eval_seconds += metrics["eval_seconds"]
         return metrics
 
     def save():
         if master:
-            M.save_checkpoint(ckpt_path, model, tokenizer, args=vars(args), step=step, position=list(stream.position),
+            M.save_checkpoint(ckpt_path, model, tokenizer, args=vars(args), stage="sft", step=step, position=list(stream.position),
                               history=history, optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
                               train_config=json.loads(json.dumps(asdict(cfg))))
 
+    started, first_step = time.time(), step
     if step == 0:
         history.append(evaluate_now())
         log(describe(history[-1]))
-    started, first_step = time.time(), step
     real_seen, computed_seen = 0, 0  # tokens of sequences, and tokens computed (padding included)
     while step < cfg.steps:
         lr = learning_rate(step, cfg)
@@ -411,7 +443,7 @@ def train(args) -> int:
             with context, M.autocast(device):
                 # sum of token losses / all targets of the step on all ranks: the step's mean,
                 # whatever the split of micro-batches over ranks (DDP averages, so scale by world)
-                logprobs = train_model(idx, targets, reduction="none")
+                logprobs = forward(idx, targets, reduction="none")
                 loss = -logprobs.sum() * world / n_targets
             loss.backward()
             loss_sum += float(loss.detach()) / world
@@ -426,7 +458,7 @@ def train(args) -> int:
             dist.all_reduce(loss_tensor)
             loss_sum = float(loss_tensor)
         if not args.quiet and master and (step % 10 == 0 or step == cfg.steps):
-            elapsed = time.time() - started
+            elapsed = time.time() - started - eval_seconds
             eta = elapsed / (step - first_step) * (cfg.steps - step)
             log(f"step {step}/{cfg.steps} | loss {loss_sum:.4f} | lr {lr:.2e} | grad norm {float(norm):.2f} | "
                 f"{computed_seen * world / max(elapsed, 1e-9):,.0f} tok/s | ETA {eta / 60:.1f} min")
@@ -440,9 +472,10 @@ def train(args) -> int:
         results = {"args": vars(args), "train_config": asdict(cfg), "model_config": asdict(config),
                    "sequences": len(train_seqs), "dropped": dropped, "history": history,
                    "final_val_loss": history[-1]["val_loss"], "padding_share": padding,
-                   "wall_seconds": time.time() - started}
+                   "wall_seconds": time.time() - run_began, "eval_seconds": eval_seconds}
         countdown.write_atomically(os.path.join(run_dir, "run.json"), [json.dumps(results, indent=2, default=str)])
-        log(f"done: {describe(history[-1])}; {padding:.1%} of computed tokens were padding; checkpoint {ckpt_path}")
+        log(f"done: {describe(history[-1])}; {padding:.1%} of computed tokens were padding; "
+            f"{(time.time() - run_began) / 60:.1f} min in all; checkpoint {ckpt_path}")
     if world > 1:
         dist.destroy_process_group()
     return 0

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a run small enough for a test: 40 problems, a one-layer model, a few steps
 TINY_RUN = ["--preset", "tiny", "--n-train", "40", "--n-val", "8", "--n-layer", "1", "--n-embd", "32",
             "--context", "512", "--micro-tokens", "1024", "--batch-tokens", "2048", "--workers", "1", "--quiet",
-            "--eval-problems", "0"]
+            "--eval-problems", "0", "--no-compile"]
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,28 @@ def test_bad_input_gets_one_clear_line(tmp_path, capsys, data_dir, args, message
     assert train_sft.main(args + ["--out", str(tmp_path / "run"), "--data-dir", data_dir, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_compiled_training_forward_equals_the_eager_one():
+    """torch.compile (on by default for real runs) is a fast path: same losses and gradients."""
+    if not any(train_sft.shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("torch.compile needs a C++ compiler on a CPU")
+    torch.manual_seed(0)
+    model = M.GPT(M.GPTConfig(vocab_size=300, n_layer=1, n_embd=32, n_head=2, mlp_hidden=48, context=64))
+    compiled = train_sft.maybe_compile(model, torch.device("cpu"), True)
+    for length in (17, 40):  # two shapes: dynamic shapes must not be specialized to the first
+        idx = torch.randint(0, 300, (3, length))
+        targets = torch.where(torch.rand(3, length) < 0.3, -1, torch.randint(0, 300, (3, length)))
+        eager_out = model(idx, targets, reduction="none")
+        eager_out.sum().backward()
+        eager_grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        fast_out = compiled(idx, targets, reduction="none")
+        fast_out.sum().backward()
+        assert torch.allclose(eager_out, fast_out, atol=1e-5)
+        for p, g in zip(model.parameters(), eager_grads):
+            assert torch.allclose(p.grad, g, atol=1e-5)
+        model.zero_grad()
 
 
 def test_demonstrations_of_the_wrong_mode_are_refused(tmp_path):

@@ -1,0 +1,209 @@
+"""Evaluation (evaluate.py and rollout.tree_metrics): metric definitions on hand-built thread
+trees and results, the command line on a tiny random checkpoint, figures, and bad input."""
+
+import builtins
+import json
+import os
+
+import pytest
+import torch
+
+import countdown
+import evaluate as E
+import model as M
+from rollout import tree_metrics
+from tokenizer import Tokenizer
+
+TOK = Tokenizer()
+
+
+def thread(parent, calls, spawns=()):
+    """A thread as the engine reports it; `calls` are (context tokens, sampled tokens) counts,
+    so each call is the previous call's first `shared` tokens plus new ones."""
+    out, previous = [], []
+    for shared, injected, sampled in calls:
+        tokens = previous[:shared] + [("new", len(out), k) for k in range(injected + sampled)]
+        mask = [0] * (shared + injected) + [1] * sampled
+        out.append((tokens, mask))
+        previous = tokens
+    return {"parent": parent, "spawns": list(spawns), "calls": out, "status": "done"}
+
+
+def test_tree_metrics_of_a_parent_with_two_spawns_and_a_nested_child():
+    # root: prompt 5 + 20 written (ending in a spawn block of 4 tokens); after the join it keeps
+    # 21 tokens, gets a 6-token join block and writes 10 more, spawns again, then 3 more.
+    root = thread(None, [(0, 5, 20), (21, 6, 10), (37, 5, 3)], spawns=[2, 1])
+    a = thread(0, [(0, 4, 7)])                         # first spawn: 7 written
+    b = thread(0, [(0, 4, 9), (12, 3, 2)], spawns=[1])  # 9 + 2 written, and a child of its own
+    b_child = thread(2, [(0, 3, 30)])                   # 30 written
+    c = thread(0, [(0, 4, 1)])                          # second spawn: 1 written
+    threads = [root, a, b, b_child, c]                  # depth first, each before its children
+    m = tree_metrics(threads)
+    # every context token once: root 25 + (16 new after its 21 kept) + (8 new after 37 kept)
+    assert m["total_tokens"] == (25 + 16 + 8) + 11 + (13 + 5) + 33 + 5
+    # root's 33 written + the longer of a (7) and b (11 + 30) + c (1)
+    assert m["sequential_tokens"] == 33 + max(7, 11 + 30) + 1
+    assert m["longest_thread"] == 45  # root's last call: 37 kept + 5 + 3
+    assert (m["spawns"], m["children"]) == (3, 4)
+
+
+def test_tree_metrics_of_a_serial_trace_are_its_length_and_its_output():
+    m = tree_metrics([thread(None, [(0, 12, 88)])])
+    assert (m["total_tokens"], m["sequential_tokens"], m["longest_thread"]) == (100, 88, 100)
+    assert (m["spawns"], m["children"]) == (0, 0)
+
+
+def result(correct, answer=None, longest=10, total=10, sequential=5, latency=1.0):
+    return {"correct": correct, "answer": answer, "longest_thread": longest, "total_tokens": total,
+            "sequential_tokens": sequential, "latency": latency, "spawns": 0, "children": 0, "threads": []}
+
+
+RIGHT = "\nExploring Operation: 9+11=20, Resulting Numbers: [20]\n20,20 equal: Goal Reached"
+WRONG = "\nExploring Operation: 9+10=20, Resulting Numbers: [20]\n20,20 equal: Goal Reached"
+OTHER = "\nExploring Operation: 11+9=20, Resulting Numbers: [20]\n20,20 equal: Goal Reached"
+
+
+def test_cumulative_accuracy_counts_a_rollout_only_where_its_longest_thread_fits():
+    results = [result(True, longest=100), result(True, longest=300), result(False, longest=50),
+               result(True, longest=301)]
+    assert E.cumulative_accuracy(results, [50, 100, 300, 400]) == [[50, 0.0], [100, 0.25], [300, 0.5], [400, 0.75]]
+
+
+def test_cons_at_n_votes_over_answers_drops_missing_ones_and_breaks_ties_by_first_seen():
+    # two wrong votes beat one right one
+    assert E.cons_at_n([[result(False, WRONG), result(True, RIGHT), result(False, WRONG)]]) == 0.0
+    # missing answers do not vote: one right answer against three without one wins
+    assert E.cons_at_n([[result(False), result(False), result(True, RIGHT), result(False)]]) == 1.0
+    # a tie goes to the answer seen first
+    assert E.cons_at_n([[result(True, RIGHT), result(False, WRONG)]]) == 1.0
+    assert E.cons_at_n([[result(False, WRONG), result(True, RIGHT)]]) == 0.0
+    # answers are compared by their operations, so two texts of one answer are one vote
+    twice = result(True, "Moving to Node #0" + RIGHT)
+    assert E.cons_at_n([[result(False, WRONG), result(True, RIGHT), twice]]) == 1.0
+    # different correct answers are different votes: 1 vs 1 vs 1, the first (wrong) wins
+    assert E.cons_at_n([[result(False, WRONG), result(True, RIGHT), result(True, OTHER)]]) == 0.0
+    # no answer at all: not correct
+    assert E.cons_at_n([[result(False), result(False)]]) == 0.0
+    # averaged over problems
+    assert E.cons_at_n([[result(True, RIGHT)], [result(False, WRONG)]]) == 0.5
+
+
+def test_pass_at_n_needs_one_correct_sample():
+    groups = [[result(False), result(True, RIGHT)], [result(False), result(False, WRONG)], [result(True, RIGHT)]]
+    assert E.pass_at_n(groups) == pytest.approx(2 / 3)
+
+
+def test_samples_sweep_adds_total_tokens_and_takes_the_slowest_sample():
+    results = [result(False, WRONG, total=10, sequential=4, latency=1.0),
+               result(True, RIGHT, total=20, sequential=9, latency=3.0),
+               result(True, RIGHT, total=30, sequential=2, latency=2.0)]
+    one, two, three = E.samples_sweep(results, 3)
+    assert (one["accuracy"], one["pass"], one["total_tokens"], one["sequential_tokens"]) == (0.0, 0.0, 10, 4)
+    assert (two["accuracy"], two["pass"], two["total_tokens"], two["latency"]) == (0.0, 1.0, 30, 3.0)
+    assert (three["accuracy"], three["total_tokens"], three["sequential_tokens"]) == (1.0, 60, 9)
+
+
+def test_summary_reports_cons_and_pass_with_samples():
+    results = [result(True, RIGHT), result(False, WRONG), result(False), result(False)]
+    m = E.summarize(results, samples=2, windows=[10])
+    assert (m["problems"], m["rollouts"], m["accuracy"]) == (2, 4, 0.25)
+    assert (m["cons@2"], m["pass@2"]) == (0.5, 0.5)
+    assert m["cumulative"] == [[10, 0.25]]
+    low, high = m["accuracy_95ci"]
+    assert low < 0.25 < high
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line on a tiny random checkpoint
+
+TASK = countdown.GameConfig(count=3, num_min=1, num_max=20, target_min=10, target_max=40)
+
+
+def tiny_run(tmp_path, mode="apr", conditioning=True, name="run"):
+    """A random model saved the way train_sft.py saves one, with its val problems on disk."""
+    torch.manual_seed(0)
+    config = M.GPTConfig(vocab_size=TOK.vocab_size, n_layer=1, n_embd=32, n_head=2, mlp_hidden=48, context=48)
+    run_dir = tmp_path / name
+    data_dir = tmp_path / "data"
+    countdown.problems_file(TASK, "val", 6, str(data_dir), log=lambda *a: None)
+    M.save_checkpoint(str(run_dir / "ckpt.pt"), M.GPT(config), TOK, stage="sft",
+                      args={"mode": mode, "conditioning": conditioning, "seed": 0, "data_dir": str(data_dir)},
+                      train_config={"task": TASK.__dict__, "n_val": 6})
+    return run_dir
+
+
+def test_cli_writes_every_field_of_its_report(tmp_path, capsys):
+    run_dir = tiny_run(tmp_path)
+    assert E.main(["--ckpt", str(run_dir), "--budget", "3"]) == 0
+    report = json.loads((run_dir / "eval_val_b3.json").read_text())
+    for key in ("run", "checkpoint", "method", "mode", "split", "problems_file", "temperature", "samples",
+                "budget", "context", "metrics"):
+        assert key in report, key
+    for key in ("problems", "rollouts", "accuracy", "accuracy_95ci", "total_tokens", "sequential_tokens",
+                "longest_thread", "spawns", "children", "latency", "cumulative"):
+        assert key in report["metrics"], key
+    assert report["metrics"]["problems"] == 6 and report["method"] == "APR"
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_cli_sosp_samples_and_sweep(tmp_path):
+    run_dir = tiny_run(tmp_path, mode="sosp", conditioning=False)
+    assert E.main(["--ckpt", str(run_dir), "--samples", "2", "--temperature", "1", "--n", "3"]) == 0
+    metrics = json.loads((run_dir / "eval_val_t1_n2.json").read_text())["metrics"]
+    assert {"cons@2", "pass@2"} <= set(metrics) and metrics["rollouts"] == 6
+    assert E.main(["--ckpt", str(run_dir), "--sweep", "--n", "2"]) == 0
+    sweep = json.loads((run_dir / "eval_val_sweep.json").read_text())["sweep"]
+    assert [p["samples"] for p in sweep] == list(range(1, E.SOSP_SAMPLES + 1))
+
+
+def compared_runs(tmp_path):
+    runs = [tiny_run(tmp_path, "sosp", False, "sosp"), tiny_run(tmp_path, "apr", True, "apr")]
+    for run_dir in runs:
+        assert E.main(["--ckpt", str(run_dir), "--n", "2"]) == 0
+    assert E.main(["--ckpt", str(runs[1]), "--n", "2", "--sweep"]) == 0
+    return [str(r) for r in runs]
+
+
+def test_compare_draws_the_figures_when_matplotlib_is_present(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    runs = compared_runs(tmp_path)
+    out = tmp_path / "compare"
+    assert E.main(["--compare", *runs, "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "| SoS+ |" in table and "| APR |" in table and "57.3%" in table and "75.5%" in table
+    for name in ("fig4a_total_tokens.png", "fig4b_context_window.png", "fig5_runs.png", "fig6_sequential_latency.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_compare_without_matplotlib_writes_the_table_and_says_how_to_get_plots(tmp_path, capsys, monkeypatch):
+    runs = compared_runs(tmp_path)
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib here")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    out = tmp_path / "compare"
+    capsys.readouterr()
+    assert E.main(["--compare", *runs, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "table.md").exists() and not list(out.glob("*.png"))
+    assert "pip install matplotlib" in printed
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no checkpoint", "no checkpoint at"),
+    ("no problems file", "does not exist"),
+    ("budget without conditioning", "without --conditioning"),
+])
+def test_bad_input_gets_one_clear_line_and_writes_nothing(tmp_path, capsys, case, message):
+    run_dir = tiny_run(tmp_path, mode="apr", conditioning=False)
+    before = sorted(os.listdir(run_dir))
+    argv = {"no checkpoint": ["--ckpt", str(tmp_path / "missing")],
+            "no problems file": ["--ckpt", str(run_dir), "--problems", str(tmp_path / "nope.jsonl")],
+            "budget without conditioning": ["--ckpt", str(run_dir), "--budget", "4"]}[case]
+    assert E.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and err.startswith("evaluate.py: error:")
+    assert sorted(os.listdir(run_dir)) == before
