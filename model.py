@@ -229,7 +229,7 @@ class KVCache:
         self.k[layer][rows_col, :, slots] = k.transpose(1, 2).to(self.k.dtype)
         self.v[layer][rows_col, :, slots] = v.transpose(1, 2).to(self.v.dtype)
         span = int(starts.max()) + T  # no row needs keys beyond this slot
-        if B == self.rows or bool((rows[1:] - rows[:-1] == 1).all()):
+        if bool((rows[1:] - rows[:-1] == 1).all()):
             first = int(rows[0])  # a contiguous block of rows: a view, no copy
             keys, values = self.k[layer, first:first + B, :, :span], self.v[layer, first:first + B, :, :span]
         else:

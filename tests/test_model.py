@@ -121,11 +121,14 @@ def test_per_token_logprobs_match_log_softmax(gpt):
     assert torch.allclose(loss, -logprobs[targets != -1].mean(), atol=1e-5)
 
 
-def test_cached_decoding_matches_full_forward_for_ragged_rows(gpt):
+@pytest.mark.parametrize("cache_rows", [6, 4])
+def test_cached_decoding_matches_full_forward_for_ragged_rows(gpt, cache_rows):
+    """Rows out of order, in a cache with spare rows and in one whose every row is in the batch
+    (a full batch in permuted order once took the contiguous-view path and misaligned rows)."""
     torch.manual_seed(1)
     seqs = [torch.randint(0, TINY.vocab_size, (n,)).tolist() for n in (5, 17, 1, 30)]
     prompt_lens = [3, 9, 1, 20]
-    cache = KVCache(TINY, rows=6)
+    cache = KVCache(TINY, rows=cache_rows)
     rows = cache.allocate(4)
     rows = [rows[i] for i in (2, 0, 3, 1)]  # not in order: the gathering path, not a view
     T = max(prompt_lens)
