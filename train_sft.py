@@ -7,7 +7,8 @@ Supervised training from scratch on the solvers' demonstrations: SoS+ (serial) o
 
 What it does, in order:
 1. Data: problems (`countdown.py`) and demonstrations (`search.py`) for the preset's task, made
-   once and cached under `data/<task>/`.
+   once and cached under `data/<task>/` (the tiny preset fixes the solver's beam: see
+   `search_config`).
 2. Sequences: every LM call of a demonstration is one sequence (SoS+: one per problem; APR:
    every parent call and every child, `search.lm_calls`). The model is trained only on what it
    writes, EOS included; prompts, conditioning prefixes and join blocks are context. Sequences
@@ -16,7 +17,9 @@ What it does, in order:
    "mega-batches") up to a token budget, so little compute goes to padding; the padding share
    is reported. The order is a pure function of (seed, epoch), which makes resuming exact.
 4. Training: AdamW, linear warmup then cosine decay, gradient clipping, gradient accumulation;
-   validation loss at step 0, periodically and at the last step; atomic checkpoints with
+   the training forward through torch.compile (`--no-compile` to skip the minute of compiling);
+   validation loss and greedy accuracy (`evaluate.evaluate`, the strict verifier) at step 0,
+   periodically and at the last step; atomic checkpoints with
    optimizer state, step and RNG; `--resume` continues a killed run to the same weights.
 5. Several processes: under `torchrun` each rank takes its own share of every step's
    micro-batches and DistributedDataParallel averages gradients (nccl on GPUs, gloo on CPU).
