@@ -114,7 +114,7 @@ def summarize(results: list[dict], samples: int = 1, windows: list[int] | None =
     low, high = wilson_interval(correct, n)
 
     def mean(key):
-        return sum(r[key] for r in results) / max(1, n)
+        return _mean(r[key] for r in results)
     metrics = {"problems": n // max(1, samples), "rollouts": n, "accuracy": correct / max(1, n),
                "accuracy_95ci": [low, high], "total_tokens": mean("total_tokens"),
                "sequential_tokens": mean("sequential_tokens"), "longest_thread": mean("longest_thread"),

@@ -265,10 +265,15 @@ def maybe_compile(module, device, wanted: bool, log=print):
     run goes on eagerly. Evaluation always runs the plain model."""
     if not wanted:
         return module
-    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+    if not can_compile(device):
         log("no C++ compiler found: training without torch.compile")
         return module
     return torch.compile(module, dynamic=True)
+
+
+def can_compile(device) -> bool:
+    """torch.compile's CPU backend writes C++: it needs a compiler on the PATH."""
+    return device.type != "cpu" or any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def setup_distributed(device_arg):
