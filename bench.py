@@ -270,6 +270,7 @@ def bench_sft(presets: list[str], steps: int) -> None:
         context = min(config.context, 1024) if device.type == "cpu" else config.context
         config = M.preset(name, vocab_size=tok.vocab_size, context=context)
         micro = min(cfg.micro_tokens, 8192) if device.type == "cpu" else cfg.micro_tokens
+        batch = min(cfg.batch_tokens, 4 * micro) if device.type == "cpu" else cfg.batch_tokens  # a CPU step stays short
         problems = list(cd.generate_problems(400, seed=7, game=cfg.task))
         for mode in ("sosp", "apr"):
             records = list(S.demonstrate_all(problems, mode))
@@ -281,19 +282,21 @@ def bench_sft(presets: list[str], steps: int) -> None:
                 gpt = M.GPT(config).to(device)
                 forward = T.maybe_compile(gpt, device, compiled, log=lambda *a: None)
                 optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4)
-                stream = T.BatchStream(sequences, micro, seed=0)
+                stream = T.BatchStream(sequences, batch, seed=0)
                 counts = {"computed": 0, "real": 0}
 
                 def step():
-                    batch = stream.next()
-                    idx, targets = T.collate(sequences, batch, tok.pad_id, device)
-                    with M.autocast(device):
-                        loss = -forward(idx, targets, reduction="none").sum() / (targets != -1).sum()
-                    loss.backward()
+                    chosen = stream.next()
+                    n_targets = sum(sum(sequences[i][1][1:]) for i in chosen)
+                    for batch in T.micro_batches(chosen, stream.lengths, micro):
+                        idx, targets = T.collate(sequences, batch, tok.pad_id, device)
+                        with M.autocast(device):
+                            loss = -forward(idx, targets, reduction="none").sum() / n_targets
+                        loss.backward()
+                        counts["computed"] += idx.numel()
+                        counts["real"] += sum(len(sequences[i][0]) - 1 for i in batch)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                    counts["computed"] += idx.numel()
-                    counts["real"] += sum(len(sequences[i][0]) - 1 for i in batch)
                 began = time.perf_counter()
                 for _ in range(3 if compiled else 1):  # warm up (compiling a few shapes)
                     step()

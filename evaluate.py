@@ -192,15 +192,6 @@ def sweep(model, tokenizer, problems, parallel: bool, temperature: float, limits
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and runs
 
-def checkpoint_path(path: str) -> str:
-    """A run folder or a checkpoint file -> the checkpoint file; ValueError naming the fix."""
-    ckpt = os.path.join(path, "ckpt.pt") if os.path.isdir(path) else path
-    if not os.path.isfile(ckpt):
-        raise ValueError(f"no checkpoint at {ckpt}; train one first, e.g. "
-                         f"`python train_sft.py --mode apr --preset tiny --out {os.path.dirname(ckpt) or path}`")
-    return ckpt
-
-
 def run_facts(state: dict) -> dict:
     """What evaluation needs to know about the run that wrote a checkpoint."""
     args, train_config = state.get("args", {}), state.get("train_config", {})
@@ -429,7 +420,7 @@ def run_evaluation(args) -> int:
         raise ValueError(f"--samples must be at least 1 (got {args.samples})")
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be at least 1 (got {args.n})")
-    ckpt = checkpoint_path(args.ckpt)
+    ckpt = M.checkpoint_path(args.ckpt)
     run_dir = os.path.dirname(ckpt)
     model, tokenizer, state = M.load_checkpoint(ckpt, M.pick_device(args.device))
     facts = run_facts(state)

@@ -376,13 +376,22 @@ def save_checkpoint(path: str, model: GPT, tokenizer, args: dict | None = None, 
             os.remove(tmp)
 
 
+def checkpoint_path(path: str) -> str:
+    """A run folder or a checkpoint file -> the checkpoint file; ValueError naming the fix."""
+    ckpt = os.path.join(path, "ckpt.pt") if os.path.isdir(path) else path
+    if not os.path.isfile(ckpt):
+        raise ValueError(f"no checkpoint at {ckpt}; train one first, e.g. "
+                         f"`python train_sft.py --mode apr --preset tiny --out {os.path.dirname(ckpt) or path}`")
+    return ckpt
+
+
 def load_checkpoint(path: str, device="cpu", expect_config: GPTConfig | None = None,
                     expect_tokenizer: dict | None = None):
-    """Rebuild (model, tokenizer, checkpoint dict) from `path`. ValueError, saying why, for a
-    missing file, or a config or tokenizer other than the expected ones."""
+    """Rebuild (model, tokenizer, checkpoint dict) from `path`, a run folder or its checkpoint
+    file. ValueError, saying why, for a missing file, or a config or tokenizer other than the
+    expected ones."""
     from tokenizer import Tokenizer  # the tokenizer is part of a checkpoint's identity
-    if not os.path.exists(path):
-        raise ValueError(f"checkpoint {path} does not exist")
+    path = checkpoint_path(path)
     state = torch.load(path, map_location=device, weights_only=True)
     config = GPTConfig(**state["config"])
     if expect_config is not None and config != expect_config:

@@ -402,7 +402,7 @@ def main(argv=None) -> int:
     import argparse
     import sys
     parser = argparse.ArgumentParser(description="Decode one problem with a checkpoint and show the thread tree.")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train_sft.py or train_rl.py")
+    parser.add_argument("--ckpt", required=True, help="run folder or checkpoint of train_sft.py or train_rl.py")
     parser.add_argument("--target", type=int, required=True, help="the target number")
     parser.add_argument("--nums", type=int, nargs="+", required=True, help="the input numbers")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")

@@ -230,8 +230,11 @@ def test_checkpoint_round_trips_and_refuses_mismatches(tmp_path, gpt):
         M.load_checkpoint(path, expect_config=M.preset("tiny", vocab_size=tok.vocab_size))
     with pytest.raises(ValueError, match="tokenizer"):
         M.load_checkpoint(path, expect_tokenizer=Tokenizer("digits").identity())
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="no checkpoint at .*missing.pt"):
         M.load_checkpoint(str(tmp_path / "missing.pt"))
+    # a run folder stands for the checkpoint inside it
+    with torch.no_grad():
+        assert torch.equal(M.load_checkpoint(str(tmp_path))[0](x), loaded(x))
 
 
 def test_device_override_and_cpu_default():

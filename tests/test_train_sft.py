@@ -11,22 +11,17 @@ import torch
 import model as M
 import search
 import train_sft
+from conftest import TINY_SFT_RUN
 from tokenizer import Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# a run small enough for a test: 40 problems, a one-layer model, a few steps
-TINY_RUN = ["--preset", "tiny", "--n-train", "40", "--n-val", "8", "--n-layer", "1", "--n-embd", "32",
-            "--context", "512", "--micro-tokens", "1024", "--batch-tokens", "2048", "--workers", "1", "--quiet",
-            "--eval-problems", "0", "--no-compile"]
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("data"))
 
 
 def run(args, data_dir, out):
-    return train_sft.main(TINY_RUN + args + ["--data-dir", data_dir, "--out", str(out)])  # args win
+    return train_sft.main(TINY_SFT_RUN + args + ["--data-dir", data_dir, "--out", str(out)])  # args win
 
 
 @pytest.mark.parametrize("mode", ["sosp", "apr"])
@@ -65,13 +60,26 @@ def test_loss_mask_trains_only_what_the_model_writes():
             assert tok.decode(ids[1:len(injected) + 1]).endswith(search.JOIN_CLOSE)
 
 
-def test_batches_cover_every_sequence_once_per_epoch_and_respect_the_budget():
+def test_steps_cover_every_sequence_once_per_epoch_and_micro_batches_respect_the_budget():
     lengths = [5, 80, 13, 200, 7, 64, 64, 33] * 20
-    batches = train_sft.epoch_batches(lengths, micro_tokens=400, seed=3, epoch=0)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    assert all(max(lengths[i] for i in b) * len(b) <= 400 or len(b) == 1 for b in batches)
-    assert batches == train_sft.epoch_batches(lengths, 400, 3, 0)
-    assert batches != train_sft.epoch_batches(lengths, 400, 3, 1)
+    steps = train_sft.epoch_steps(lengths, batch_tokens=1000, seed=3, epoch=0)
+    assert sorted(i for s in steps for i in s) == list(range(len(lengths)))
+    # every step but the last holds at least the budget, and no more than one sequence beyond it
+    assert all(1000 <= sum(lengths[i] for i in s) < 1000 + lengths[s[-1]] for s in steps[:-1])
+    assert steps == train_sft.epoch_steps(lengths, 1000, 3, 0)
+    assert steps != train_sft.epoch_steps(lengths, 1000, 3, 1)
+    for step in steps:
+        batches = train_sft.micro_batches(step, lengths, micro_tokens=400)
+        assert sorted(i for b in batches for i in b) == sorted(step)
+        assert all(max(lengths[i] for i in b) * len(b) <= 400 or len(b) == 1 for b in batches)
+
+
+def test_a_step_mixes_long_and_short_sequences_as_the_data_does():
+    """Steps are random samples: with half the sequences long and half short, no step of ~40
+    sequences is all of one kind (micro-batches of similar lengths drawn whole would be)."""
+    lengths = [10, 100] * 500
+    for step in train_sft.epoch_steps(lengths, batch_tokens=2200, seed=0, epoch=0)[:-1]:
+        assert {lengths[i] for i in step} == {10, 100}
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path, data_dir, monkeypatch):
@@ -99,13 +107,13 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, data_dir, monkeypatch)
 
 
 def test_two_process_gloo_run_agrees_with_one_process(tmp_path, data_dir):
-    """torchrun with 2 CPU processes (gloo): each rank takes half of every step's micro-batches;
+    """torchrun with 2 CPU processes (gloo): each rank takes every other sequence of a step (by length);
     the weights must match a single process accumulating all of them."""
     args = ["--mode", "apr", "--steps", "3", "--eval-every", "3"]
     assert run(args, data_dir, tmp_path / "single") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback: no hostname lookup
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           os.path.join(ROOT, "train_sft.py")] + args + TINY_RUN + ["--data-dir", data_dir, "--out", str(tmp_path / "ddp")]
+           os.path.join(ROOT, "train_sft.py")] + args + TINY_SFT_RUN + ["--data-dir", data_dir, "--out", str(tmp_path / "ddp")]
     result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     single = torch.load(tmp_path / "single" / "ckpt.pt", weights_only=True)["model"]

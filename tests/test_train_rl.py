@@ -1,0 +1,212 @@
+"""Reinforcement learning (train_rl.py): advantages, the loss against the formula by hand, zero
+gradient for uninformative groups, short runs of main, resume, bad input."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import model as M
+import train_rl
+import train_sft
+from conftest import TINY_SFT_RUN
+
+
+# ---------------------------------------------------------------------------------------------
+# Advantages and the loss
+
+
+def test_grpo_advantages_are_group_normalized_and_reinforce_only_centred():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    grpo = train_rl.advantages(rewards, group=4, algo="grpo")
+    std = math.sqrt((0.75 ** 2 + 3 * 0.25 ** 2) / 3)  # unbiased std of [1, 0, 0, 0]
+    expected = [0.75 / std, -0.25 / std, -0.25 / std, -0.25 / std, 0, 0, 0, 0]
+    assert torch.allclose(grpo, torch.tensor(expected), atol=1e-6)
+    reinforce = train_rl.advantages(rewards, group=4, algo="reinforce")
+    assert torch.allclose(reinforce, torch.tensor([0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0]))
+
+
+def hand_batch():
+    """Three sequences from two rollouts (sizes 2 and 1), of different lengths, with ratios
+    inside and outside the clip range for both signs of the advantage."""
+    trained = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0]], dtype=torch.float)
+    logp = torch.tensor([[0.0, -0.5, -1.0, -2.0], [0.0, 0.0, -0.1, 0.0], [-0.3, -3.0, 0.0, 0.0]])
+    old = torch.tensor([[0.0, -0.7, -0.9, -1.0], [0.0, 0.0, -0.6, 0.0], [-0.2, -3.1, 0.0, 0.0]])
+    ref = torch.tensor([[0.0, -0.4, -1.5, -2.2], [0.0, 0.0, -0.3, 0.0], [-0.25, -2.0, 0.0, 0.0]])
+    advantage = torch.tensor([1.5, 1.5, -0.8])
+    rollout_size = torch.tensor([2.0, 2.0, 1.0])
+    return logp, old, ref, trained, advantage, rollout_size
+
+
+def loss_by_hand(logp, old, ref, trained, advantage, rollout_size, eps, beta, algo):
+    """The module docstring's formula, one scalar at a time."""
+    S, total = len(logp), 0.0
+    for s in range(S):
+        policy, kl, n = 0.0, 0.0, 0
+        A = float(advantage[s])
+        for t in range(logp.shape[1]):
+            if not trained[s, t]:
+                continue
+            n += 1
+            lp, lo, lr = float(logp[s, t]), float(old[s, t]), float(ref[s, t])
+            if algo == "grpo":
+                ratio = math.exp(lp - lo)
+                policy += -min(ratio * A, min(max(ratio, 1 - eps), 1 + eps) * A)
+            else:
+                policy += -A * lp
+            kl += math.exp(lr - lp) - (lr - lp) - 1
+        total += policy / n / float(rollout_size[s]) + beta * kl / n
+    return total / S
+
+
+@pytest.mark.parametrize("algo, beta", [("grpo", 0.01), ("grpo", 0.0), ("reinforce", 0.0)])
+def test_loss_equals_the_formula_computed_by_hand(algo, beta):
+    logp, old, ref, trained, advantage, rollout_size = hand_batch()
+    loss, _ = train_rl.rl_loss(logp, old, ref, trained, advantage, rollout_size, n_sequences=3,
+                               clip_ratio=0.2, beta=beta, algo=algo)
+    expected = loss_by_hand(logp, old, ref, trained, advantage, rollout_size, 0.2, beta, algo)
+    assert abs(float(loss) - expected) < 1e-6
+    # micro-batches of the same batch add up to the same loss
+    parts = [train_rl.rl_loss(logp[rows], old[rows], ref[rows], trained[rows], advantage[rows], rollout_size[rows],
+                              n_sequences=3, clip_ratio=0.2, beta=beta, algo=algo)[0] for rows in ([0, 2], [1])]
+    assert abs(float(sum(parts)) - expected) < 1e-6
+
+
+def test_a_clipped_ratio_stops_the_gradient_and_an_unclipped_one_does_not():
+    logp = torch.tensor([[math.log(1.5)], [math.log(1.1)]], requires_grad=True)
+    zeros, trained = torch.zeros(2, 1), torch.ones(2, 1)
+    loss, stats = train_rl.rl_loss(logp, zeros, zeros, trained, torch.tensor([1.0, 1.0]), torch.ones(2), 2,
+                                   clip_ratio=0.2, beta=0.0, algo="grpo")
+    loss.backward()
+    assert logp.grad[0, 0] == 0 and logp.grad[1, 0] < 0  # ratio 1.5 > 1.2 with A > 0: clipped
+    assert stats["clipped"] == 1
+
+
+def random_sequences(tok, n, advantage):
+    torch.manual_seed(1)
+    sequences = []
+    for k in range(n):
+        ids = torch.randint(0, tok.vocab_size, (12 + 3 * k,)).tolist()
+        mask = [0] * 5 + [1] * (len(ids) - 5)
+        sequences.append({"ids": ids, "mask": mask, "advantage": advantage, "rollout_size": n, "rollout": 0})
+    return sequences
+
+
+@pytest.mark.parametrize("advantage, zero", [(0.0, True), (1.0, False)])
+def test_groups_with_identical_rewards_give_zero_policy_gradient(advantage, zero):
+    """Identical rewards in a group mean zero advantages and so no policy gradient; a non-zero
+    advantage on the same sequences does move the weights (the check can fail)."""
+    from tokenizer import Tokenizer
+    tok = Tokenizer()
+    assert torch.equal(train_rl.advantages(torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]), 3, "grpo"), torch.zeros(6))
+    torch.manual_seed(0)
+    model = M.GPT(M.GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_embd=32, n_head=2, mlp_hidden=48, context=64))
+    sequences = random_sequences(tok, 3, advantage)
+    batch = list(range(3))
+    with torch.no_grad():
+        old, _ = train_rl.token_logprobs(model, sequences, batch, tok.pad_id, torch.device("cpu"))
+    logp, trained = train_rl.token_logprobs(model, sequences, batch, tok.pad_id, torch.device("cpu"))
+    loss, _ = train_rl.rl_loss(logp, old, None, trained, torch.full((3,), advantage), torch.full((3,), 3.0), 3,
+                               clip_ratio=0.2, beta=0.0, algo="grpo")
+    loss.backward()
+    largest = max(float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None)
+    assert (largest == 0) == zero
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs of main
+
+
+@pytest.fixture(scope="module")
+def sft_runs(tmp_path_factory):
+    """A two-step SFT checkpoint of each mode on a 40-problem task (what RL starts from)."""
+    root = tmp_path_factory.mktemp("sft")
+    data_dir = str(root / "data")
+    for mode in ("sosp", "apr"):
+        assert train_sft.main(TINY_SFT_RUN + ["--mode", mode, "--steps", "2", "--eval-every", "2",
+                                          "--data-dir", data_dir, "--out", str(root / mode)]) == 0
+    return root
+
+
+RL_RUN = ["--preset", "tiny", "--prompts", "2", "--group", "2", "--eval-every", "1", "--eval-problems", "2",
+          "--quiet"]
+
+
+@pytest.mark.parametrize("mode, algo", [("apr", "grpo"), ("sosp", "grpo"), ("apr", "reinforce")])
+def test_two_step_run_writes_an_rl_checkpoint_that_evaluation_reads(tmp_path, sft_runs, mode, algo):
+    out = tmp_path / "rl"
+    assert train_rl.main(RL_RUN + ["--init", str(sft_runs / mode), "--algo", algo, "--steps", "2",
+                                   "--out", str(out)]) == 0
+    results = json.loads((out / "run.json").read_text())
+    assert [h["step"] for h in results["history"]] == [0, 1, 2]
+    assert [h["rollouts"] for h in results["history"]] == [8, 2, 8]  # all 8 val problems first and last
+    assert len(results["steps"]) == 2 and all(0 <= s["reward"] <= 1 for s in results["steps"])
+    _, _, state = M.load_checkpoint(str(out))
+    assert state["stage"] == "rl" and state["args"]["mode"] == mode and state["step"] == 2
+    import evaluate
+    assert evaluate.run_facts(state)["method"] == ("APR" if mode == "apr" else "SoS+") + " after RL"
+    # RL changed the weights it started from
+    init = M.load_checkpoint(str(sft_runs / mode))[2]["model"]
+    assert any(not torch.equal(init[k], v) for k, v in state["model"].items())
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path, sft_runs, monkeypatch):
+    args = RL_RUN + ["--init", str(sft_runs / "apr"), "--steps", "3", "--eval-every", "1", "--eval-problems", "0"]
+    assert train_rl.main(args + ["--out", str(tmp_path / "straight")]) == 0
+    real = train_rl.step_problems
+
+    def killed_in_step_3(problems, step, count, seed):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(problems, step, count, seed)
+    monkeypatch.setattr(train_rl, "step_problems", killed_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_rl.main(args + ["--out", str(tmp_path / "killed")])
+    monkeypatch.setattr(train_rl, "step_problems", real)
+    assert train_rl.main(args + ["--out", str(tmp_path / "killed"), "--resume"]) == 0
+    straight = M.load_checkpoint(str(tmp_path / "straight"))[2]
+    resumed = M.load_checkpoint(str(tmp_path / "killed"))[2]
+    assert straight["step"] == resumed["step"] == 3
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--group", "1"], "GRPO needs --group of at least 2"),
+    (["--preset", "huge"], "unknown --preset"),
+    (["--resume"], "no checkpoint"),
+])
+def test_bad_input_gets_one_clear_line(tmp_path, capsys, sft_runs, extra, message):
+    assert train_rl.main(RL_RUN + ["--init", str(sft_runs / "apr"), "--out", str(tmp_path / "rl")] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_init_must_be_an_sft_checkpoint(tmp_path, capsys, sft_runs):
+    out = tmp_path / "rl"
+    assert train_rl.main(RL_RUN + ["--init", str(sft_runs / "apr"), "--steps", "1", "--out", str(out)]) == 0
+    for init, message in ((out, "is not an SFT checkpoint"), (tmp_path / "nowhere", "no checkpoint at")):
+        assert train_rl.main(RL_RUN + ["--init", str(init), "--out", str(tmp_path / "again")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+
+
+def test_two_process_gloo_run_trains_one_model_from_both_ranks_rollouts(tmp_path, sft_runs):
+    """torchrun with 2 CPU processes (gloo): each rank rolls out its half of the step's prompts
+    and DistributedDataParallel averages the gradients, so the run ends with one set of weights,
+    different from the SFT model's."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback: no hostname lookup
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
+           os.path.join(root, "train_rl.py"), "--init", str(sft_runs / "apr"), "--steps", "2", "--prompts", "4",
+           "--group", "2", "--eval-problems", "0", "--quiet", "--out", str(tmp_path / "ddp")]
+    result = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = M.load_checkpoint(str(tmp_path / "ddp"))[2]
+    assert state["step"] == 2 and len(state["steps_log"]) == 2
+    init = M.load_checkpoint(str(sft_runs / "apr"))[2]["model"]
+    assert any(not torch.equal(init[k], v) for k, v in state["model"].items())

@@ -1,0 +1,372 @@
+"""
+End-to-end reinforcement learning over whole thread trees, parent and children together.
+
+    python train_rl.py --init out/sft_apr_tiny                   # GRPO on the tiny preset
+    python train_rl.py --init out/sft_sosp_tiny --algo reinforce
+    python train_rl.py --init out/sft_apr_tiny --resume          # continue a killed run
+    torchrun --nproc_per_node=4 train_rl.py --init out/sft_apr_small --preset small
+
+Each step draws `prompts` training problems and rolls each out `group` times at temperature 1.0
+with the spawn/join engine (`rollout.Engine`; the samples of a prompt fork its prefilled cache).
+The strict verifier scores every rollout: reward 1 if its final answer is correct, else 0. A
+rollout is a tree of threads, and every LM call in it (each parent call, each child) becomes one
+training sequence carrying the rollout's advantage; only tokens the model sampled are trained
+(the engine's mask), EOS included. So the parent learns when to spawn and what to make of its
+children's results, and the children learn to search, from the single reward of the whole tree.
+
+GRPO, as the paper ran it (spec section 6):
+
+    advantage  A = (r - mean of the group's rewards) / (std of the group's rewards + 1e-10)
+    ratio      rho_t = exp(logp_t - logp_old_t)        logp_old: the policy that sampled
+    policy     l_t = -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps) A)
+    KL         k_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1   (k3, to the frozen SFT model)
+    loss       (1 / S) sum over sequences s of [ mean_t l_t / n(s) + beta mean_t k_t ]
+
+S is the number of sequences in the batch and n(s) the number of sequences in the rollout that s
+belongs to, so a rollout of many threads weighs as much as one of few. Each batch of rollouts is
+used for `inner` optimizer steps. `--algo reinforce` is the plain variant (see `advantages`).
+
+Outputs: `out/rl_<mode>_<preset>/ckpt.pt` (stage "rl"; `evaluate.py --ckpt` reads it as "after
+RL") and `run.json` with the arguments, the log of every step and the validation history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.distributed as dist
+
+import countdown
+import model as M
+from evaluate import evaluate
+from rollout import Engine, Limits
+from train_sft import collate, micro_batches, setup_distributed
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    prompts: int = 64              # problems per step, all ranks
+    group: int = 5                 # rollouts per problem
+    steps: int = 150
+    inner: int = 2                 # optimizer steps on each batch of rollouts
+    lr: float = 1e-5               # constant, as the authors ran it
+    weight_decay: float = 0.01
+    clip_ratio: float = 0.2        # eps of the clipped ratio
+    grad_clip: float = 1.0
+    beta: float | None = None      # KL weight; None: 0.001 for APR, 0.01 for SoS+ (the authors' values)
+    temperature: float = 1.0
+    micro_tokens: int = 16384      # most tokens per forward pass (padding included)
+    max_rows: int = 256            # KV-cache rows of the rollout engine
+    eval_every: int = 10           # steps between validation checks
+    eval_problems: int = 200       # validation problems decoded greedily at each check (first and last: all)
+
+
+RL_PRESETS = {
+    "paper": RLConfig(),
+    "small": RLConfig(steps=100, eval_every=20),
+    # a 2-core CPU in 20 minutes: 12 steps of 128 rollouts, a learning rate for a 1M-parameter
+    # model (24 steps of 64 at 1e-4 drifted: KL rose to 0.03 while the reward stayed flat)
+    "tiny": RLConfig(prompts=32, group=4, steps=12, lr=2e-4, micro_tokens=4096, eval_every=4, eval_problems=0),
+}
+PAPER_BETA = {"apr": 0.001, "sosp": 0.01}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollouts -> training sequences
+
+
+def advantages(rewards: torch.Tensor, group: int, algo: str) -> torch.Tensor:
+    """Per-rollout advantages from rewards laid out group by group, (prompts * group,).
+
+    grpo: (r - group mean) / (group std + 1e-10), the std unbiased as torch computes it.
+    reinforce: r - group mean. What this plain variant drops, and why that is sound here:
+    - no division by the std: it only rescales each group's step (groups of rare successes get
+      larger steps in GRPO); the mean baseline alone already removes the bias-free variance;
+    - no ratio and no clipping: with one optimizer step on freshly sampled rollouts the ratio is
+      exactly 1, and the clipped surrogate's gradient equals the policy gradient;
+    - no KL to the SFT model: the reward is an exact verifier, not a learned model that the
+      policy could exploit, so nothing needs protecting from drift but the learning rate.
+    Either way a group whose rewards are all equal has zero advantage: no policy gradient."""
+    r = rewards.view(-1, group).float()
+    centred = r - r.mean(dim=1, keepdim=True)
+    if algo == "grpo":
+        centred = centred / (r.std(dim=1, keepdim=True) + 1e-10)
+    return centred.reshape(-1)
+
+
+def rollout_sequences(results: list[dict], advantage: torch.Tensor) -> list[dict]:
+    """Every LM call of every rollout as a training sequence: its token ids, the mask of sampled
+    tokens, its rollout's advantage and the number of sequences in that rollout."""
+    sequences = []
+    for k, result in enumerate(results):
+        calls = [call for thread in result["threads"] for call in thread["calls"] if any(call[1][1:])]
+        for tokens, mask in calls:
+            sequences.append({"ids": tokens, "mask": mask, "advantage": float(advantage[k]),
+                              "rollout_size": len(calls), "rollout": k})
+    return sequences
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+
+
+def token_logprobs(model, sequences: list[dict], batch: list[int], pad_id: int, device):
+    """(log-probabilities of each target token (B, T), trained-token mask (B, T)) of a micro-batch."""
+    idx, targets = collate([(s["ids"], s["mask"]) for s in sequences], batch, pad_id, device)
+    with M.autocast(device):
+        logp = model(idx, targets, reduction="none")
+    return logp.float(), (targets != -1).float()
+
+
+def rl_loss(logp, old_logp, ref_logp, trained, advantage, rollout_size, n_sequences: int, clip_ratio: float,
+            beta: float, algo: str) -> tuple[torch.Tensor, dict]:
+    """The loss of a micro-batch (B sequences, T positions): its share of the batch's loss, so
+    that summing over micro-batches gives the formula in the module docstring.
+
+    logp, old_logp, ref_logp, trained: (B, T); advantage, rollout_size: (B,). With algo
+    "reinforce" the policy term is -A logp_t and there is no KL (ref_logp may be None)."""
+    tokens = trained.sum(dim=1).clamp(min=1)
+    A = advantage[:, None]
+    if algo == "grpo":
+        ratio = torch.exp(logp - old_logp)
+        policy = -torch.min(ratio * A, torch.clamp(ratio, 1 - clip_ratio, 1 + clip_ratio) * A)
+        clipped = ((ratio - 1).abs() > clip_ratio).float()
+    else:
+        policy, clipped = -A * logp, torch.zeros_like(logp)
+    per_sequence = (policy * trained).sum(dim=1) / tokens / rollout_size
+    kl = torch.zeros_like(per_sequence)
+    if beta and ref_logp is not None:
+        delta = ref_logp - logp
+        kl = ((torch.exp(delta) - delta - 1) * trained).sum(dim=1) / tokens
+    loss = (per_sequence + beta * kl).sum() / n_sequences
+    stats = {"kl": float(kl.detach().sum()), "clipped": float((clipped * trained).sum()), "tokens": float(trained.sum())}
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def load_init(path: str, device):
+    """The SFT checkpoint RL starts from: (model, tokenizer, state); ValueError for anything else."""
+    model, tokenizer, state = M.load_checkpoint(path, device)
+    if state.get("stage") != "sft":
+        raise ValueError(f"--init {path} is not an SFT checkpoint (stage {state.get('stage')!r}); pass a run "
+                         f"folder of train_sft.py, e.g. --init out/sft_apr_tiny")
+    if state.get("args", {}).get("mode") not in ("sosp", "apr"):
+        raise ValueError(f"--init {path} does not say whether it is a sosp or an apr model")
+    return model, tokenizer, state
+
+
+def step_problems(problems: list[dict], step: int, count: int, seed: int) -> list[dict]:
+    """The prompts of one step: a pure function of (seed, step), so a resumed run draws the same."""
+    rng = random.Random(f"rl:{seed}:{step}")
+    return [problems[i] for i in rng.sample(range(len(problems)), count)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Reinforcement learning (GRPO or REINFORCE) from an SFT checkpoint, "
+                                                 "over whole spawn/join thread trees.")
+    parser.add_argument("--init", required=True, help="run folder or checkpoint of train_sft.py")
+    parser.add_argument("--algo", default="grpo", choices=["grpo", "reinforce"], help="grpo (the paper's) or reinforce")
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU), small (one GPU) or paper")
+    parser.add_argument("--out", default=None, help="run folder (default out/rl_<mode>_<preset>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--steps", type=int, help="optimizer steps on fresh rollouts")
+    parser.add_argument("--prompts", type=int, help="problems per step, all ranks")
+    parser.add_argument("--group", type=int, help="rollouts per problem")
+    parser.add_argument("--inner", type=int, help="optimizer steps per batch of rollouts (grpo)")
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--beta", type=float, help="KL weight (grpo)")
+    parser.add_argument("--eval-every", type=int, help="steps between validation checks")
+    parser.add_argument("--eval-problems", type=int,
+                        help="problems decoded greedily at each check between the first and last (0: none)")
+    parser.add_argument("--n-val", type=int, help="validation problems at the first and last check (default: the SFT run's)")
+    parser.add_argument("--seed", type=int, default=0, help="prompt order and sampling")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--quiet", action="store_true", help="no per-step log lines")
+    args = parser.parse_args(argv)
+    try:
+        return train(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def train(args) -> int:
+    run_began = time.time()
+    if args.preset not in RL_PRESETS:
+        raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(RL_PRESETS)}")
+    overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "beta", "eval_every",
+                                                "eval_problems") if getattr(args, k) is not None}
+    cfg = replace(RL_PRESETS[args.preset], **overrides)
+    if args.algo == "grpo" and cfg.group < 2:
+        raise ValueError(f"GRPO needs --group of at least 2: its advantages compare the rollouts of one problem "
+                         f"(got {cfg.group}); use --group 5, or --algo reinforce")
+    rank, world, device = setup_distributed(args.device)
+    master = rank == 0
+    # flushed lines: a log redirected to a file (nohup ... > out/run.log) shows progress as it happens
+    log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
+    if cfg.prompts % world:
+        raise ValueError(f"{cfg.prompts} prompts per step do not split over {world} ranks")
+
+    model, tokenizer, init_state = load_init(args.init, device)
+    sft_args, sft_config = init_state["args"], init_state.get("train_config", {})
+    mode = sft_args["mode"]
+    beta = 0.0 if args.algo == "reinforce" else (cfg.beta if cfg.beta is not None else PAPER_BETA[mode])
+    inner = cfg.inner if args.algo == "grpo" else 1  # reinforce: one on-policy step per batch
+    reference = None
+    if beta:
+        reference = M.load_checkpoint(args.init, device)[0].eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+
+    task = countdown.GameConfig(**sft_config["task"])
+    data_dir, n_train = sft_args.get("data_dir", "data"), sft_config["n_train"]
+    n_val = args.n_val or sft_config.get("n_val", 200)
+    train_problems = countdown.read_problems(countdown.problems_file(task, "train", n_train, data_dir, log=log))
+    val_problems = countdown.read_problems(countdown.problems_file(task, "val", n_val, data_dir, log=log))
+
+    run_dir = args.out or os.path.join("out", f"rl_{mode}_{args.preset}")
+    ckpt_path = os.path.join(run_dir, "ckpt.pt")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    step, history, steps_log = 0, [], []
+    if args.resume:
+        if not os.path.exists(ckpt_path):
+            raise ValueError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume "
+                             f"(python train_rl.py --init {args.init})")
+        _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=model.config,
+                                        expect_tokenizer=tokenizer.identity())
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history, steps_log = state["step"], state["history"], state["steps_log"]
+        log(f"resumed {ckpt_path} at step {step}")
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    parallel = mode == "apr"
+    log(f"RL ({args.algo}) of the {mode} model {args.init}: {cfg.prompts} prompts x {cfg.group} rollouts per step, "
+        f"{cfg.steps} steps, lr {cfg.lr:g}, beta {beta:g}, {inner} inner step(s); {world} process(es) on {device.type}")
+
+    def validate(full: bool) -> dict:
+        began = time.time()
+        n = len(val_problems) if full else cfg.eval_problems
+        metrics = evaluate(model, tokenizer, val_problems[:n], parallel=parallel, max_rows=cfg.max_rows)
+        keep = ("rollouts", "accuracy", "accuracy_95ci", "total_tokens", "sequential_tokens", "children")
+        return {"step": step, **{k: metrics[k] for k in keep}, "seconds": time.time() - began}
+
+    def describe(m: dict) -> str:
+        low, high = m["accuracy_95ci"]
+        return (f"step {m['step']} | greedy accuracy {m['accuracy']:.1%} [{low:.1%}, {high:.1%}] "
+                f"on {m['rollouts']} problems | {m['total_tokens']:,.0f} total tokens | {m['children']:.2f} children | "
+                f"{m['seconds']:.0f} s")
+
+    def save():
+        if master:
+            # mode, task and conditioning stay those of the SFT run, so evaluate.py reads this as that model after RL
+            M.save_checkpoint(ckpt_path, model, tokenizer, args={**sft_args, **vars(args), "mode": mode},
+                              stage="rl", step=step, history=history, steps_log=steps_log,
+                              optimizer=optimizer.state_dict(), train_config=sft_config, rl_config=asdict(cfg))
+
+    if step == 0 and master:
+        history.append(validate(full=True))
+        log(describe(history[-1]))
+    engine = Engine(model, tokenizer, parallel=parallel, limits=Limits(), max_rows=cfg.max_rows)
+    local_prompts = cfg.prompts // world
+    started, first_step = time.time(), step
+    while step < cfg.steps:
+        # 1. rollouts: this rank's share of the step's prompts, `group` samples each
+        began = time.time()
+        problems = step_problems(train_problems, step, cfg.prompts, args.seed)[rank * local_prompts:(rank + 1) * local_prompts]
+        results = engine.run(problems, samples=cfg.group, temperature=cfg.temperature,
+                             seed=(args.seed * 1_000_003 + step) * 1009 + rank)
+        rewards = torch.tensor([countdown.reward(r["nums"], r["target"], r["text"]) for r in results])
+        sequences = rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
+        rollout_seconds = time.time() - began
+
+        # 2. what stays fixed over the inner steps: the sampling policy's and the reference's log-probs
+        began = time.time()
+        lengths = [len(s["ids"]) - 1 for s in sequences]
+        batches = micro_batches(range(len(sequences)), lengths, cfg.micro_tokens)
+        counts = torch.tensor([len(sequences)], dtype=torch.float64, device=device)
+        if world > 1:
+            dist.all_reduce(counts)
+        n_sequences = int(counts)
+        fixed = []
+        model.eval()
+        with torch.no_grad():
+            for batch in batches:
+                old, _ = token_logprobs(model, sequences, batch, tokenizer.pad_id, device)
+                ref = token_logprobs(reference, sequences, batch, tokenizer.pad_id, device)[0] if beta else None
+                fixed.append((old, ref))
+        model.train()
+
+        # 3. `inner` optimizer steps on the batch
+        totals = {"kl": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
+        for _ in range(inner):
+            for k, batch in enumerate(batches):
+                # gradients of all but the last micro-batch stay local; the last one's all-reduce carries all
+                sync = world == 1 or k == len(batches) - 1
+                with (contextlib.nullcontext() if sync else train_model.no_sync()):
+                    logp, trained = token_logprobs(train_model, sequences, batch, tokenizer.pad_id, device)
+                    adv = torch.tensor([sequences[i]["advantage"] for i in batch], device=device)
+                    size = torch.tensor([sequences[i]["rollout_size"] for i in batch], device=device, dtype=torch.float)
+                    loss, stats = rl_loss(logp, fixed[k][0], fixed[k][1], trained, adv, size, n_sequences,
+                                          cfg.clip_ratio, beta, args.algo)
+                    (loss * world).backward()  # DDP averages over ranks; the loss is already a share of the global mean
+                for key in stats:
+                    totals[key] += stats[key]
+                totals["loss"] += float(loss.detach())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        step += 1
+        train_seconds = time.time() - began
+
+        entry = {"step": step, "reward": float(rewards.float().mean()), "loss": totals["loss"] / inner,
+                 "kl": totals["kl"] / max(1, len(sequences) * inner),
+                 "clipped": totals["clipped"] / max(1, totals["tokens"]),
+                 "children": sum(r["children"] for r in results) / len(results),
+                 "total_tokens": sum(r["total_tokens"] for r in results) / len(results),
+                 "rollout_seconds": rollout_seconds, "train_seconds": train_seconds}
+        steps_log.append(entry)
+        if not args.quiet and master:
+            elapsed = time.time() - started
+            eta = elapsed / (step - first_step) * (cfg.steps - step)
+            log(f"step {step}/{cfg.steps} | reward {entry['reward']:.3f} | kl {entry['kl']:.4f} | "
+                f"clipped {entry['clipped']:.1%} | children {entry['children']:.2f} | tokens {entry['total_tokens']:,.0f} | "
+                f"rollouts {rollout_seconds:.0f} s, training {train_seconds:.0f} s | ETA {eta / 60:.1f} min")
+        last = step == cfg.steps
+        if last or (cfg.eval_every and step % cfg.eval_every == 0):
+            if master and (last or cfg.eval_problems):
+                history.append(validate(full=last))
+                log(describe(history[-1]))
+            save()
+
+    if master:
+        wall = time.time() - run_began
+        results_json = {"args": vars(args), "rl_config": asdict(cfg), "init": args.init, "beta": beta,
+                        "history": history, "steps": steps_log, "wall_seconds": wall}
+        countdown.write_atomically(os.path.join(run_dir, "run.json"), [json.dumps(results_json, indent=2) + "\n"])
+        first, final = history[0], history[-1]
+        low, high = final["accuracy_95ci"]
+        log(f"done: greedy accuracy {first['accuracy']:.1%} -> {final['accuracy']:.1%} "
+            f"[{low:.1%}, {high:.1%}] on {final['rollouts']} problems, children "
+            f"{first['children']:.2f} -> {final['children']:.2f}; {wall / 60:.1f} min in all; checkpoint {ckpt_path}")
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
