@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     try:
         return train(args)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"train_rl.py: error: {error}", file=sys.stderr)
         return 2
 
 
@@ -294,7 +294,7 @@ def train(args) -> int:
         sequences = rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
         rollout_seconds = time.time() - began
 
-        # 2. what stays fixed over the inner steps: the sampling policy's and the reference's log-probs
+        # 2. the frozen reference's log-probs, for the KL term
         began = time.time()
         lengths = [len(s["ids"]) - 1 for s in sequences]
         batches = micro_batches(range(len(sequences)), lengths, cfg.micro_tokens)
@@ -302,16 +302,13 @@ def train(args) -> int:
         if world > 1:
             dist.all_reduce(counts)
         n_sequences = int(counts)
-        fixed = []
-        model.eval()
         with torch.no_grad():
-            for batch in batches:
-                old, _ = token_logprobs(model, sequences, batch, tokenizer.pad_id, device)
-                ref = token_logprobs(reference, sequences, batch, tokenizer.pad_id, device)[0] if beta else None
-                fixed.append((old, ref))
-        model.train()
+            ref = [token_logprobs(reference, sequences, b, tokenizer.pad_id, device)[0] if beta else None
+                   for b in batches]
 
-        # 3. `inner` optimizer steps on the batch
+        # 3. `inner` optimizer steps on the batch. The sampling policy's log-probs are those of the
+        # first pass, taken before any update: no separate forward pass is needed for them.
+        old = [None] * len(batches)
         totals = {"kl": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
         for _ in range(inner):
             for k, batch in enumerate(batches):
@@ -319,9 +316,11 @@ def train(args) -> int:
                 sync = world == 1 or k == len(batches) - 1
                 with (contextlib.nullcontext() if sync else train_model.no_sync()):
                     logp, trained = token_logprobs(train_model, sequences, batch, tokenizer.pad_id, device)
+                    if old[k] is None:
+                        old[k] = logp.detach()
                     adv = torch.tensor([sequences[i]["advantage"] for i in batch], device=device)
                     size = torch.tensor([sequences[i]["rollout_size"] for i in batch], device=device, dtype=torch.float)
-                    loss, stats = rl_loss(logp, fixed[k][0], fixed[k][1], trained, adv, size, n_sequences,
+                    loss, stats = rl_loss(logp, old[k], ref[k], trained, adv, size, n_sequences,
                                           cfg.clip_ratio, beta, args.algo)
                     (loss * world).backward()  # DDP averages over ranks; the loss is already a share of the global mean
                 for key in stats:
