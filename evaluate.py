@@ -7,6 +7,7 @@ paper's figures drawn from our own runs.
     python evaluate.py --ckpt out/sft_sosp_tiny --samples 8 --temperature 1.0   # cons@8, pass@8
     python evaluate.py --ckpt out/sft_apr_tiny --sweep              # APR: 0..10 conditioned children
     python evaluate.py --compare out/sft_sosp_tiny out/sft_apr_tiny # table + figures of several runs
+    python evaluate.py --reproduce tiny     # the whole pipeline: data, SFT, RL, evaluation, table, figures
 
 Each evaluation prints a table and writes `<run>/eval_<split>[...].json`; `--compare` reads those
 files, prints one markdown table with the paper's numbers beside ours, and draws the figures
@@ -34,6 +35,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import fields
 
@@ -263,7 +265,7 @@ def load_reports(run: str, split: str = "val") -> dict:
 
 def compare_table(runs: dict) -> str:
     """Markdown: our runs side by side, the paper's accuracy beside each method."""
-    lines = ["| method | run | problems | greedy | temperature 1.0 | total tokens | sequential tokens "
+    lines = ["| method | run | problems | greedy (95% CI) | temperature 1.0 | total tokens | sequential tokens "
              "| longest thread | children | paper greedy | paper temperature 1.0 |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run, reports in runs.items():
@@ -272,7 +274,8 @@ def compare_table(runs: dict) -> str:
         hot = reports.get("temperature 1.0")
         paper = PAPER_ACCURACY.get(greedy["method"], {})
         lines.append(" | ".join([
-            f"| {greedy['method']}", run, str(m["problems"]), f"{m['accuracy']:.1%}",
+            f"| {greedy['method']}", run, str(m["problems"]),
+            f"{m['accuracy']:.1%} ({m['accuracy_95ci'][0]:.1%}-{m['accuracy_95ci'][1]:.1%})",
             f"{hot['metrics']['accuracy']:.1%}" if hot else "-",
             f"{m['total_tokens']:,.0f}", f"{m['sequential_tokens']:,.0f}", f"{m['longest_thread']:,.0f}",
             f"{m['children']:.1f}", f"{paper['greedy']}%" if paper else "-",
@@ -380,6 +383,85 @@ def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) ->
 
 
 # ---------------------------------------------------------------------------------------------
+# The whole pipeline in one command: data, SFT and RL for both methods, evaluation, comparison
+
+# Each stage is the command a user would type (`python train_sft.py --mode apr --preset tiny`...)
+# plus these arguments. The training scripts' own greedy checks are cut short here because the
+# evaluation stage measures every run on all validation problems anyway. `smoke` is the tiny
+# preset cut to a few steps on a few problems: CI runs it to check that the stages fit together.
+PIPELINES = {
+    "tiny": {"preset": "tiny", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"], "eval": []},
+    "smoke": {"preset": "tiny",
+              "sft": ["--eval-problems", "0", "--steps", "3", "--n-train", "200", "--n-val", "12", "--n-layer", "1",
+                      "--no-compile", "--quiet"],
+              "rl": ["--steps", "1", "--prompts", "4", "--group", "2", "--n-val", "4", "--quiet"],
+              "eval": []},
+}
+
+
+def pipeline_stages(name: str, root: str, data_dir: str) -> list[tuple]:
+    """(stage, run folder, script, argv) of every training stage, in order."""
+    spec = PIPELINES[name]
+    stages = []
+    for mode in ("sosp", "apr"):
+        sft_dir, rl_dir = os.path.join(root, f"sft_{mode}"), os.path.join(root, f"rl_{mode}")
+        stages.append((f"SFT {mode}", sft_dir, "train_sft",
+                       ["--mode", mode, "--preset", spec["preset"], "--out", sft_dir, "--data-dir", data_dir, *spec["sft"]]))
+        stages.append((f"RL {mode}", rl_dir, "train_rl",
+                       ["--init", sft_dir, "--preset", spec["preset"], "--out", rl_dir, *spec["rl"]]))
+    return stages
+
+
+def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=print) -> int:
+    """Run every stage of a pipeline, then evaluate and compare its four runs. A stage whose run
+    folder holds a finished run (`run.json`) is skipped and one with only a checkpoint resumes,
+    so the same command continues a killed pipeline."""
+    import train_rl
+    import train_sft  # imported here: both import this file
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; use one of {', '.join(PIPELINES)}")
+    scripts = {"train_sft": train_sft, "train_rl": train_rl}
+    root = os.path.join(out_root, name)
+    began, seconds = time.time(), {}
+    stages = pipeline_stages(name, root, data_dir)
+    for stage, run_dir, script, argv in stages:
+        if os.path.exists(os.path.join(run_dir, "run.json")):
+            out(f"== {stage}: finished before in {run_dir}, skipped")
+            continue
+        resume = ["--resume"] if os.path.exists(os.path.join(run_dir, "ckpt.pt")) else []
+        out(f"== {stage}: python {script}.py {' '.join(argv + resume)}")
+        t = time.time()
+        if scripts[script].main(argv + resume):
+            raise ValueError(f"stage {stage} failed; fix what it printed and rerun --reproduce {name} to continue")
+        seconds[stage] = time.time() - t
+    run_dirs = [os.path.join(root, run) for run in ("sft_sosp", "sft_apr", "rl_sosp", "rl_apr")]
+    for run_dir in run_dirs:
+        report = os.path.join(run_dir, report_name("val", 0.0, 1, None, None, False))
+        if os.path.exists(report) and os.path.getmtime(report) > os.path.getmtime(M.checkpoint_path(run_dir)):
+            out(f"== evaluation of {run_dir}: done before, skipped")
+            continue
+        out(f"== evaluation: python evaluate.py --ckpt {run_dir}")
+        t = time.time()
+        if main(["--ckpt", run_dir, *PIPELINES[name]["eval"]]):
+            raise ValueError(f"the evaluation of {run_dir} failed")
+        seconds[f"evaluation {os.path.basename(run_dir)}"] = time.time() - t
+    out(f"== comparison -> {os.path.join(root, 'compare')}")
+    compare(run_dirs, os.path.join(root, "compare"), out=out)
+    # the paper's two claims at this scale, in points of greedy accuracy at the same window
+    accuracy = {os.path.basename(d): 100 * load_reports(d)["greedy"]["metrics"]["accuracy"] for d in run_dirs}
+    out(f"APR - SoS+: {accuracy['sft_apr'] - accuracy['sft_sosp']:+.1f} points after SFT, "
+        f"{accuracy['rl_apr'] - accuracy['rl_sosp']:+.1f} after RL; RL on APR: {accuracy['rl_apr'] - accuracy['sft_apr']:+.1f}, "
+        f"on SoS+: {accuracy['rl_sosp'] - accuracy['sft_sosp']:+.1f}")
+    for stage, s in seconds.items():
+        out(f"{stage:>24}: {s / 60:5.1f} min")
+    out(f"pipeline {name}: {(time.time() - began) / 60:.1f} min in this call ({len(seconds)} stages ran)")
+    countdown.write_atomically(os.path.join(root, "pipeline.json"),
+                               [json.dumps({"pipeline": name, "stage_seconds": seconds,
+                                            "wall_seconds": time.time() - began}, indent=2) + "\n"])
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 
 def main(argv=None) -> int:
@@ -399,14 +481,22 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true",
                         help="APR: every child budget 0..10 (needs --conditioning); SoS+: cons@1..8 at temperature 1.0")
     parser.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put side by side")
-    parser.add_argument("--out", default=os.path.join("out", "compare"), help="folder for --compare's table and figures")
+    parser.add_argument("--out", default=None,
+                        help="folder for --compare's table and figures (default out/compare); "
+                             "with --reproduce, the root of the pipeline's runs (default out)")
+    parser.add_argument("--reproduce", metavar="PIPELINE",
+                        help=f"run the whole pipeline ({', '.join(PIPELINES)}): data, SFT and RL of SoS+ and APR, "
+                             "evaluation, comparison; rerun to continue after a kill")
+    parser.add_argument("--data-dir", default="data", help="with --reproduce: where problems and demonstrations live")
     parser.add_argument("--max-rows", type=int, default=64, help="threads decoded together")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
     args = parser.parse_args(argv)
     try:
+        if args.reproduce:
+            return reproduce(args.reproduce, args.out or "out", args.data_dir)
         if args.compare:
-            return compare(args.compare, args.out, args.split)
+            return compare(args.compare, args.out or os.path.join("out", "compare"), args.split)
         if not args.ckpt:
             raise ValueError("give --ckpt out/<run> to evaluate a run, or --compare RUN ... to compare runs")
         return run_evaluation(args)

@@ -2,6 +2,7 @@
 The tokenizer of search traces: a `tiktoken.Encoding` built here from code, with no download.
 
     python tokenizer.py --demonstrations data/p2k_apr.jsonl data/p2k_sosp.jsonl   # measure
+    python tokenizer.py --demonstrations data/p2k_apr.jsonl --windows 384 512     # fit a window
 
 Vocabulary, in rank order (the same on every machine, since it is rebuilt from this file):
 1. all 256 single bytes (any Unicode text encodes: unknown characters fall back to bytes);
@@ -164,12 +165,44 @@ def measure(paths: list[str], per_file: int = 1000) -> None:
         print(f"| {name:<32}| {vocab:>6,} | {tokens / len(texts):>19,.0f} | {chars / (tokens - 2 * len(texts)):>15.2f} |")
 
 
+def fits_windows(paths: list[str], windows: list[int], per_file: int = 1000) -> None:
+    """Print, per demonstration file, the share of problems the solver solved, and the share it
+    solved with every LM call (as training renders it: BOS and EOS included) fitting a context
+    window W. This is how a context window and the solvers' beams are chosen together: a larger
+    beam solves more problems but writes longer threads, and a thread that outgrows its window
+    fails."""
+    from search import lm_calls  # search.py needs no tokenizer; only this measurement needs both
+    tok = Tokenizer()
+    print(f"| demonstrations | solved | longest thread, median / p90 | "
+          + " | ".join(f"solved within {w}" for w in windows) + " |")
+    for path in paths:
+        solved, longest = [], []
+        with open(path) as f:
+            for k, line in enumerate(f):
+                if k == per_file:
+                    break
+                record = json.loads(line)
+                trace = record.get("trace_dict") or {"main_calls": [record["search_path"]], "sub_calls": []}
+                longest.append(max(len(tok.render(segments, eos=ends)[0]) for segments, ends in lm_calls(trace)))
+                solved.append(bool(record["solved"]))
+        order = sorted(longest)
+        within = [sum(s and n <= w for s, n in zip(solved, longest)) / len(solved) for w in windows]
+        print(f"| {path} | {sum(solved) / len(solved):.1%} | {order[len(order) // 2]} / {order[int(0.9 * len(order))]} | "
+              + " | ".join(f"{x:.1%}" for x in within) + " |")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Measure tokenizer designs on demonstrations from search.py.")
+    parser = argparse.ArgumentParser(description="Measure tokenizer designs on demonstrations from search.py, "
+                                                 "or (--windows) how many demonstrations fit a context window.")
     parser.add_argument("--demonstrations", nargs="+", required=True, help="demonstration .jsonl files")
     parser.add_argument("--per-file", type=int, default=1000, help="demonstrations read from each file")
+    parser.add_argument("--windows", type=int, nargs="+", metavar="W",
+                        help="instead: the share of problems solved with every thread within W tokens")
     args = parser.parse_args(argv)
-    measure(args.demonstrations, args.per_file)
+    if args.windows:
+        fits_windows(args.demonstrations, args.windows, args.per_file)
+    else:
+        measure(args.demonstrations, args.per_file)
     return 0
 
 

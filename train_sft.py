@@ -73,7 +73,9 @@ class TrainConfig:
     eval_every: int = 1000         # steps between validation checks
     val_sequences: int = 256       # sequences in the validation loss
     eval_problems: int = 200       # validation problems decoded greedily at each check (last step: all)
-    beam: int | None = None        # a fixed solver beam for the demonstrations (None: the authors' ranges)
+    beam_sosp: int | None = None   # a fixed solver beam for SoS+ demonstrations (None: the authors' range 1..5)
+    beam_apr: int | None = None    # ... and for APR's (None: the authors' range 1..10)
+    join_repeat: int = 1           # APR: times each parent call after a join appears per epoch (see training_sequences)
 
 
 SFT_PRESETS = {
@@ -82,16 +84,23 @@ SFT_PRESETS = {
     # one GPU, about an hour
     "small": TrainConfig(n_train=200_000, batch_tokens=128 * 1024, micro_tokens=32768, steps=4000,
                          lr=3e-4, min_lr=3e-5, warmup=200, beta2=0.95, eval_every=500),
-    # a 2-core CPU in minutes: a smaller task (3 numbers), short sequences, a high learning rate
-    "tiny": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=20, target_min=10, target_max=40),
-                        n_train=20_000, n_val=200, batch_tokens=8192, micro_tokens=2048, steps=950,
+    # a 2-core CPU in minutes: a smaller task (3 numbers, 500 validation problems), short sequences,
+    # a high learning rate; each method's solver beam is the one that solves the most problems
+    # within the tiny model's 384-token window (see the README: SoS+ 3, APR 5)
+    "tiny": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=25, target_min=10, target_max=50),
+                        n_train=20_000, n_val=500, batch_tokens=8192, micro_tokens=2048, steps=950,
                         lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=250, val_sequences=128,
-                        eval_problems=20, beam=5),
+                        eval_problems=20, beam_sosp=3, beam_apr=5, join_repeat=2),
 }
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
+
+def demo_beam(cfg: TrainConfig, mode: str) -> int | None:
+    """The fixed solver beam of a mode's demonstrations in a config (None: the authors' ranges)."""
+    return cfg.beam_apr if mode == "apr" else cfg.beam_sosp
+
 
 def search_config(mode: str, beam: int | None) -> search.SearchConfig:
     """The solver settings of a run's demonstrations: the authors' defaults, or a fixed beam.
@@ -99,7 +108,9 @@ def search_config(mode: str, beam: int | None) -> search.SearchConfig:
     A fixed beam is the tiny preset's choice. With the authors' random beam (APR: 1..10 per
     problem) nothing in an APR parent's text says how many successors it will list before it
     spawns, so a greedy model cannot know when to stop; small models loop there. A fixed beam
-    makes the stop countable (and with 3 numbers, beam 5 solves more problems than 1..10)."""
+    makes the stop countable. It is also how each method is given its best search for a context
+    window: a larger beam solves more problems but writes longer text, and a thread that outgrows
+    the window fails."""
     config = search.DEFAULTS[mode]
     return replace(config, beam_min=beam, beam_max=beam) if beam else config
 
@@ -143,8 +154,15 @@ def budget_of(record: dict, mode: str, tokenizer: Tokenizer, context: int, step:
 
 
 def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, context: int,
-                       conditioning: bool = False):
-    """Token ids and loss masks of every LM call, and how many were too long for the context."""
+                       conditioning: bool = False, join_repeat: int = 1):
+    """Token ids and loss masks of every LM call, and how many were too long for the context.
+
+    With `join_repeat` > 1 every APR parent call that continues after a join is listed that many
+    times. Those calls are where a parent copies the winning child's path into its answer, a
+    long-range copy that small models learn last: an APR tiny model that had learned everything
+    else failed a third of its problems by miscopying a path its child had found. A parent
+    writes one such call per spawn against about five children, so repeating it shifts each
+    step's tokens toward the copy without adding steps."""
     sequences, dropped = [], 0
     for record in records:
         if mode == "apr":
@@ -152,12 +170,13 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
         else:
             trace = {"main_calls": [record["search_path"]], "sub_calls": []}
         prefix = search.condition_prefix(mode, budget_of(record, mode, tokenizer, context)) if conditioning else ""
-        for segments, ends_thread in search.lm_calls(trace, prefix):
+        root_calls = len(trace["main_calls"])  # lm_calls yields the root's calls first
+        for k, (segments, ends_thread) in enumerate(search.lm_calls(trace, prefix)):
             ids, mask = tokenizer.render(segments, eos=ends_thread)
             if len(ids) > context:
                 dropped += 1
                 continue
-            sequences.append((ids, mask))
+            sequences.extend([(ids, mask)] * (join_repeat if 0 < k < root_calls else 1))
     return sequences, dropped
 
 
@@ -320,6 +339,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, help="steps between validation checks")
     parser.add_argument("--eval-problems", type=int, help="problems decoded greedily at each check, all val problems at the last (0: none)")
     parser.add_argument("--beam", type=int, help="fixed solver beam of the demonstrations (0: the authors' random beams)")
+    parser.add_argument("--join-repeat", type=int, help="APR: copies of each parent call after a join per epoch")
     parser.add_argument("--n-layer", type=int, help="model depth (default: the preset's)")
     parser.add_argument("--n-embd", type=int, help="model width (default: the preset's)")
     parser.add_argument("--context", type=int, help="model context in tokens (default: the preset's)")
@@ -351,9 +371,11 @@ def train(args) -> int:
     if args.preset not in SFT_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(SFT_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train", "n_val",
-                                                "eval_every", "eval_problems", "beam") if getattr(args, k) is not None}
-    if overrides.get("beam") == 0:
-        overrides["beam"] = None  # --beam 0: the authors' random beams
+                                                "eval_every", "eval_problems", "join_repeat") if getattr(args, k) is not None}
+    if args.beam is not None:  # --beam 0: the authors' random beams
+        overrides[f"beam_{args.mode}"] = args.beam or None
+    if overrides.get("join_repeat", 1) < 1:
+        raise ValueError(f"--join-repeat must be at least 1 (got {overrides['join_repeat']})")
     cfg = replace(SFT_PRESETS[args.preset], **overrides)
     task = {k: getattr(args, k) for k in ("count", "num_max", "target_min", "target_max") if getattr(args, k) is not None}
     if task:
@@ -377,13 +399,14 @@ def train(args) -> int:
     # data: rank 0 generates, the others wait for it
     if master:
         paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log,
-                             cfg.beam)
+                             demo_beam(cfg, args.mode))
     if world > 1:
         dist.barrier()
     if not master:
-        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log, cfg.beam)
+        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log,
+                             demo_beam(cfg, args.mode))
     train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
-                                             args.mode, tokenizer, config.context, args.conditioning)
+                                             args.mode, tokenizer, config.context, args.conditioning, cfg.join_repeat)
     val_seqs, _ = training_sequences(read_demonstrations(paths[f"val_{args.mode}"], args.mode),
                                      args.mode, tokenizer, config.context, args.conditioning)
     val_seqs = val_seqs[:cfg.val_sequences]

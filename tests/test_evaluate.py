@@ -207,3 +207,28 @@ def test_bad_input_gets_one_clear_line_and_writes_nothing(tmp_path, capsys, case
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and err.startswith("evaluate.py: error:")
     assert sorted(os.listdir(run_dir)) == before
+
+
+def test_reproduce_runs_every_stage_then_a_rerun_skips_them_all(tmp_path):
+    """The pipeline command (smoke scale): four trained runs, each evaluated, one comparison
+    table with a row per run; run again, it trains and evaluates nothing."""
+    lines = []
+    assert E.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append) == 0
+    root = tmp_path / "out" / "smoke"
+    for run in ("sft_sosp", "sft_apr", "rl_sosp", "rl_apr"):
+        assert (root / run / "run.json").exists() and (root / run / "eval_val.json").exists()
+    table = (root / "compare" / "table.md").read_text()
+    for method in ("| SoS+ |", "| APR |", "| SoS+ after RL |", "| APR after RL |"):
+        assert method in table
+    ran = json.loads((root / "pipeline.json").read_text())["stage_seconds"]
+    assert len(ran) == 8  # 4 trainings + 4 evaluations
+    lines.clear()
+    assert E.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append) == 0
+    assert sum("skipped" in line for line in lines) == 8
+    assert json.loads((root / "pipeline.json").read_text())["stage_seconds"] == {}
+
+
+def test_reproduce_an_unknown_pipeline_is_one_clear_line(tmp_path, capsys):
+    assert E.main(["--reproduce", "huge", "--out", str(tmp_path)]) == 2
+    assert "unknown pipeline 'huge'" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)

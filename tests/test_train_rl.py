@@ -210,3 +210,27 @@ def test_two_process_gloo_run_trains_one_model_from_both_ranks_rollouts(tmp_path
     assert state["step"] == 2 and len(state["steps_log"]) == 2
     init = M.load_checkpoint(str(sft_runs / "apr"))[2]["model"]
     assert any(not torch.equal(init[k], v) for k, v in state["model"].items())
+
+
+def test_learning_rate_warms_up_linearly_then_stays_constant():
+    cfg = train_rl.RLConfig(lr=1e-4, warmup=4)
+    assert [train_rl.learning_rate(s, cfg) for s in range(6)] == pytest.approx([2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4, 1e-4])
+    assert train_rl.learning_rate(0, train_rl.RLConfig(lr=1e-4)) == 1e-4  # the authors': no warmup
+
+
+def test_tempered_log_probs_at_temperature_one_equal_the_models_own_and_favour_the_argmax_below_it():
+    """The general path (logits / T, log-softmax) at T ~ 1 gives the model's fused log-probs;
+    at a lower temperature every target that is the model's argmax gets more likely."""
+    torch.manual_seed(0)
+    model = M.GPT(M.GPTConfig(vocab_size=50, n_layer=1, n_embd=32, n_head=2, mlp_hidden=64, context=64))
+    sequences = [{"ids": list(torch.randint(0, 47, (n,))), "mask": [0] * 3 + [1] * (n - 3)} for n in (9, 14)]
+    with torch.no_grad():
+        fused, trained = train_rl.token_logprobs(model, sequences, [0, 1], 49, torch.device("cpu"))
+        general, trained_too = train_rl.token_logprobs(model, sequences, [0, 1], 49, torch.device("cpu"), temperature=1 + 1e-7)
+        cold, _ = train_rl.token_logprobs(model, sequences, [0, 1], 49, torch.device("cpu"), temperature=0.5)
+        idx, targets = train_sft.collate([(s["ids"], s["mask"]) for s in sequences], [0, 1], 49, "cpu")
+        argmax = model(idx).argmax(-1) == targets
+    assert torch.equal(trained, trained_too)
+    assert torch.allclose(fused, general, atol=1e-5)
+    assert ((cold >= general - 1e-6) | ~argmax).all()  # the argmax token's probability can only rise
+    assert (cold != general)[trained.bool()].any()

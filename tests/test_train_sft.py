@@ -60,6 +60,30 @@ def test_loss_mask_trains_only_what_the_model_writes():
             assert tok.decode(ids[1:len(injected) + 1]).endswith(search.JOIN_CLOSE)
 
 
+def test_join_repeat_lists_each_call_after_a_join_that_many_times_and_nothing_else_more():
+    tok = Tokenizer()
+    problems = [{"nums": [22, 26, 31, 53], "target": 27}, {"nums": [3, 7, 9, 12], "target": 48}]
+    records = [search.demonstrate(p, i, "apr", 0, search.DEFAULTS["apr"]) for i, p in enumerate(problems * 5)]
+    record = next(r for r in records if r["spawns"])
+    once, _ = train_sft.training_sequences([record], "apr", tok, 4096)
+    thrice, _ = train_sft.training_sequences([record], "apr", tok, 4096, join_repeat=3)
+    calls = list(search.lm_calls(record["trace_dict"]))
+    after_join = [k for k, (segments, _) in enumerate(calls) if segments[1][0].endswith(search.JOIN_CLOSE)]
+    assert after_join  # a demonstration with a spawn has a parent call after the join
+    count = lambda seqs, ids: sum(s[0] == ids for s in seqs)
+    for k, (ids, _) in enumerate(once):
+        assert count(thrice, ids) == count(once, ids) * (3 if k in after_join else 1)
+    assert len(thrice) == len(once) + 2 * len(after_join)
+
+
+def test_each_mode_gets_its_own_demonstration_beam_and_beam_flag_sets_the_runs():
+    cfg = train_sft.SFT_PRESETS["tiny"]
+    assert (train_sft.demo_beam(cfg, "sosp"), train_sft.demo_beam(cfg, "apr")) == (cfg.beam_sosp, cfg.beam_apr)
+    config = train_sft.search_config("apr", 4)
+    assert (config.beam_min, config.beam_max) == (4, 4)
+    assert train_sft.search_config("apr", None) == search.DEFAULTS["apr"]
+
+
 def test_steps_cover_every_sequence_once_per_epoch_and_micro_batches_respect_the_budget():
     lengths = [5, 80, 13, 200, 7, 64, 64, 33] * 20
     steps = train_sft.epoch_steps(lengths, batch_tokens=1000, seed=3, epoch=0)
