@@ -7,11 +7,11 @@ End-to-end reinforcement learning over whole thread trees, parent and children t
     torchrun --nproc_per_node=4 train_rl.py --init out/sft_apr_small --preset small
 
 Each step draws `prompts` training problems and rolls each out `group` times at temperature 1.0
-with the spawn/join engine (`rollout.Engine`; the samples of a prompt fork its prefilled cache).
-The strict verifier scores every rollout: reward 1 if its final answer is correct, else 0. A
-rollout is a tree of threads, and every LM call in it (each parent call, each child) becomes one
-training sequence carrying the rollout's advantage; only tokens the model sampled are trained
-(the engine's mask), EOS included. So the parent learns when to spawn and what to make of its
+(the paper's; `--temperature` for another) with the spawn/join engine (`rollout.Engine`; the
+samples of a prompt fork its prefilled cache). The strict verifier scores every rollout: reward
+1 if its final answer is correct, else 0. A rollout is a tree of threads, and every LM call in it
+(each parent call, each child) becomes one training sequence carrying the rollout's advantage;
+only tokens the model sampled are trained (the engine's mask), EOS included. So the parent learns when to spawn and what to make of its
 children's results, and the children learn to search, from the single reward of the whole tree.
 
 GRPO, as the paper ran it (spec section 6):
@@ -226,8 +226,8 @@ def train(args) -> int:
     run_began = time.time()
     if args.preset not in RL_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(RL_PRESETS)}")
-    overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "warmup", "temperature", "beta", "eval_every",
-                                                "eval_problems") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "warmup", "temperature",
+                                                "beta", "eval_every", "eval_problems") if getattr(args, k) is not None}
     cfg = replace(RL_PRESETS[args.preset], **overrides)
     if args.algo == "grpo" and cfg.group < 2:
         raise ValueError(f"GRPO needs --group of at least 2: its advantages compare the rollouts of one problem "
