@@ -6,13 +6,14 @@ End-to-end reinforcement learning over whole thread trees, parent and children t
     python train_rl.py --init out/sft_apr_tiny --resume          # continue a killed run
     torchrun --nproc_per_node=4 train_rl.py --init out/sft_apr_small --preset small
 
-Each step draws `prompts` training problems and rolls each out `group` times at temperature 1.0
-(the paper's; `--temperature` for another) with the spawn/join engine (`rollout.Engine`; the
-samples of a prompt fork its prefilled cache). The strict verifier scores every rollout: reward
-1 if its final answer is correct, else 0. A rollout is a tree of threads, and every LM call in it
-(each parent call, each child) becomes one training sequence carrying the rollout's advantage;
-only tokens the model sampled are trained (the engine's mask), EOS included. So the parent learns when to spawn and what to make of its
-children's results, and the children learn to search, from the single reward of the whole tree.
+Each step draws `prompts` training problems and rolls each out `group` times at temperature 1.0 (the
+paper's; `--temperature` for another) with the spawn/join engine (`rollout.Engine`; the samples of a
+prompt fork its prefilled cache). The strict verifier scores every rollout: reward 1 if its final
+answer is correct, else 0. A rollout is a tree of threads, and every LM call in it (each parent
+call, each child) becomes one training sequence carrying the rollout's advantage; only tokens the
+model sampled are trained (the engine's mask), EOS included. So the parent learns when to spawn and
+what to make of its children's results, and the children learn to search, from the single reward of
+the whole tree.
 
 GRPO, as the paper ran it (spec section 6):
 
