@@ -163,7 +163,8 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
     APR tiny model a child reported the goal and the parent's answer still failed the verifier
     (in the cases we read, a miscopied path). A parent
     writes one such call per spawn against about five children, so repeating it shifts each
-    step's tokens toward the copy without adding steps."""
+    step's tokens toward the copy without adding steps. On the tiny preset, twice instead of
+    once took greedy accuracy from 30.0% to 41.8% (README)."""
     sequences, dropped = [], 0
     for record in records:
         if mode == "apr":
