@@ -269,7 +269,7 @@ class GPT(nn.Module):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     def forward(self, idx, targets=None, kv_cache: KVCache | None = None, rows=None, n_new=None,
-                reduction: str = "mean", last_only: bool = False):
+                reduction: str = "mean", last_only: bool = False, temperature: float = 1.0):
         """idx (B, T) token ids.
 
         - targets (B, T), -1 where no loss: returns the mean loss, or with reduction="none" the
@@ -279,6 +279,8 @@ class GPT(nn.Module):
           T tokens are real for each row (ragged prefill; the rest is padding on the right);
           default all T. The rows' lengths grow by n_new.
         - neither: logits (B, T, V) of a plain causal pass.
+        With targets, `temperature` scores them under softmax(logits / temperature): the
+        distribution RL sampled from at that temperature.
         """
         B, T = idx.shape
         device = idx.device
@@ -313,6 +315,8 @@ class GPT(nn.Module):
         logits = self.head(x).float()
         if targets is None:
             return logits
+        if temperature != 1.0:
+            logits = logits / temperature
         if reduction == "mean":
             return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         # flattened (B*T, V): a (B, V, T) view would make the softmax stride across memory (2.5x slower)

@@ -131,13 +131,9 @@ def token_logprobs(model, sequences: list[dict], batch: list[int], pad_id: int, 
     tempered policy trains greedy decoding too, since dividing logits by a temperature never
     changes which token is the most likely."""
     idx, targets = collate([(s["ids"], s["mask"]) for s in sequences], batch, pad_id, device)
-    trained = (targets != -1).float()
     with M.autocast(device):
-        if temperature == 1.0:
-            return model(idx, targets, reduction="none").float(), trained
-        logits = model(idx)
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1) * trained, trained
+        logp = model(idx, targets, reduction="none", temperature=temperature)
+    return logp.float(), (targets != -1).float()
 
 
 def rl_loss(logp, old_logp, ref_logp, trained, advantage, rollout_size, n_sequences: int, clip_ratio: float,
@@ -274,7 +270,8 @@ def train(args) -> int:
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     parallel = mode == "apr"
     log(f"RL ({args.algo}) of the {mode} model {args.init}: {cfg.prompts} prompts x {cfg.group} rollouts per step, "
-        f"{cfg.steps} steps, lr {cfg.lr:g}, beta {beta:g}, {inner} inner step(s); {world} process(es) on {device.type}")
+        f"{cfg.steps} steps, lr {cfg.lr:g} (warmup {cfg.warmup}), temperature {cfg.temperature:g}, beta {beta:g}, "
+        f"{inner} inner step(s); {world} process(es) on {device.type}")
 
     def validate(full: bool) -> dict:
         began = time.time()

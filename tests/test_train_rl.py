@@ -218,19 +218,24 @@ def test_learning_rate_warms_up_linearly_then_stays_constant():
     assert train_rl.learning_rate(0, train_rl.RLConfig(lr=1e-4)) == 1e-4  # the authors': no warmup
 
 
-def test_tempered_log_probs_at_temperature_one_equal_the_models_own_and_favour_the_argmax_below_it():
-    """The general path (logits / T, log-softmax) at T ~ 1 gives the model's fused log-probs;
-    at a lower temperature every target that is the model's argmax gets more likely."""
+def test_tempered_log_probs_are_those_of_softmax_of_logits_over_temperature():
+    """The policy RL trains at temperature T: each sampled token scored under softmax(logits / T),
+    computed here the slow way from the model's plain logits; T = 1 is the model's own log-probs,
+    and below 1 every target that is the model's argmax gets more likely."""
     torch.manual_seed(0)
     model = M.GPT(M.GPTConfig(vocab_size=50, n_layer=1, n_embd=32, n_head=2, mlp_hidden=64, context=64))
     sequences = [{"ids": list(torch.randint(0, 47, (n,))), "mask": [0] * 3 + [1] * (n - 3)} for n in (9, 14)]
+    cpu = torch.device("cpu")
     with torch.no_grad():
-        fused, trained = train_rl.token_logprobs(model, sequences, [0, 1], 49, torch.device("cpu"))
-        general, trained_too = train_rl.token_logprobs(model, sequences, [0, 1], 49, torch.device("cpu"), temperature=1 + 1e-7)
-        cold, _ = train_rl.token_logprobs(model, sequences, [0, 1], 49, torch.device("cpu"), temperature=0.5)
-        idx, targets = train_sft.collate([(s["ids"], s["mask"]) for s in sequences], [0, 1], 49, "cpu")
-        argmax = model(idx).argmax(-1) == targets
-    assert torch.equal(trained, trained_too)
-    assert torch.allclose(fused, general, atol=1e-5)
-    assert ((cold >= general - 1e-6) | ~argmax).all()  # the argmax token's probability can only rise
-    assert (cold != general)[trained.bool()].any()
+        idx, targets = train_sft.collate([(s["ids"], s["mask"]) for s in sequences], [0, 1], 49, cpu)
+        logits = model(idx)
+        by_t = {}
+        for t in (1.0, 0.5, 2.0):
+            logp, trained = train_rl.token_logprobs(model, sequences, [0, 1], 49, cpu, temperature=t)
+            slow = torch.log_softmax(logits / t, dim=-1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+            assert torch.allclose(logp, slow * trained, atol=1e-5)
+            by_t[t] = logp
+        argmax = logits.argmax(-1) == targets
+    assert torch.equal(trained, (targets != -1).float())
+    assert ((by_t[0.5] >= by_t[1.0] - 1e-6) | ~argmax).all()  # the argmax token's probability can only rise
+    assert not torch.allclose(by_t[0.5], by_t[1.0])
