@@ -19,7 +19,9 @@ Parts:
   AdamW) on real SoS+ and APR demonstrations of each preset's task, and the padding share.
 - `rollout`: new tokens/s of the spawn/join engine at batch 64 against one-row cached decoding,
   naive full recomputation and (when installed) transformers' generate(); the share of time
-  outside the model; what a join saves against re-prefilling the parent.
+  outside the model; what a join saves against re-prefilling the parent. On the best device
+  there is (bf16 on CUDA, the clock read after the GPU finishes), with random weights of the
+  `tiny` model or of `--rollout-preset`.
 - `model`: training tokens/s and model FLOP/s (6 per parameter per token plus attention) of a
   full training step of the `tiny` and `small` presets, beside this machine's own measured
   fp32 matmul FLOP/s, so the fraction of peak is visible.

@@ -68,6 +68,20 @@ def wilson_interval(successes: int, n: int, z: float = 1.96):
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def paired_change(before: list[int], after: list[int]) -> dict:
+    """How a change of model moved the same problems (1 correct, 0 not, in the same order):
+    problems gained and lost, and the two-sided exact McNemar p-value, the chance of a split of
+    the changed problems at least this uneven if gains and losses were equally likely. Paired,
+    it sees a change that two separate confidence intervals of the same width would hide."""
+    if len(before) != len(after):
+        raise ValueError(f"paired results need the same problems ({len(before)} vs {len(after)})")
+    gained = sum(1 for b, a in zip(before, after) if a and not b)
+    lost = sum(1 for b, a in zip(before, after) if b and not a)
+    n, k = gained + lost, min(gained, lost)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return {"gained": gained, "lost": lost, "p": p}
+
+
 def majority_vote(results: list[dict]) -> dict | None:
     """The result whose answer most samples agree on (answers compared by their operations);
     samples without an answer do not vote; a tie goes to the answer seen first. None if no
@@ -121,7 +135,8 @@ def summarize(results: list[dict], samples: int = 1, windows: list[int] | None =
                "accuracy_95ci": [low, high], "total_tokens": mean("total_tokens"),
                "sequential_tokens": mean("sequential_tokens"), "longest_thread": mean("longest_thread"),
                "spawns": mean("spawns"), "children": mean("children"), "latency": mean("latency"),
-               "failed_threads": sum(t["status"] == "failed" for r in results for t in r["threads"])}
+               "failed_threads": sum(t["status"] == "failed" for r in results for t in r["threads"]),
+               "correct": [int(r["correct"]) for r in results]}  # per rollout, for paired comparisons
     if samples > 1:
         groups = group_samples(results, samples)
         metrics[f"cons@{samples}"] = cons_at_n(groups)
@@ -438,8 +453,10 @@ def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=prin
     for run_dir in run_dirs:
         report = os.path.join(run_dir, report_name("val", 0.0, 1, None, None, False))
         if os.path.exists(report) and os.path.getmtime(report) > os.path.getmtime(M.checkpoint_path(run_dir)):
-            out(f"== evaluation of {run_dir}: done before, skipped")
-            continue
+            with open(report) as f:
+                if "correct" in json.load(f)["metrics"]:  # a report from before per-problem results: rerun
+                    out(f"== evaluation of {run_dir}: done before, skipped")
+                    continue
         out(f"== evaluation: python evaluate.py --ckpt {run_dir}")
         t = time.time()
         if main(["--ckpt", run_dir, *PIPELINES[name]["eval"]]):
@@ -448,10 +465,16 @@ def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=prin
     out(f"== comparison -> {os.path.join(root, 'compare')}")
     compare(run_dirs, os.path.join(root, "compare"), out=out)
     # the paper's two claims at this scale, in points of greedy accuracy at the same window
-    accuracy = {os.path.basename(d): 100 * load_reports(d)["greedy"]["metrics"]["accuracy"] for d in run_dirs}
+    greedy = {os.path.basename(d): load_reports(d)["greedy"]["metrics"] for d in run_dirs}
+    accuracy = {run: 100 * m["accuracy"] for run, m in greedy.items()}
+
+    def rl_change(mode):  # RL's effect on the same validation problems, paired
+        change = paired_change(greedy[f"sft_{mode}"]["correct"], greedy[f"rl_{mode}"]["correct"])
+        return (f"{accuracy[f'rl_{mode}'] - accuracy[f'sft_{mode}']:+.1f} "
+                f"(+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g})")
     out(f"APR - SoS+: {accuracy['sft_apr'] - accuracy['sft_sosp']:+.1f} points after SFT, "
-        f"{accuracy['rl_apr'] - accuracy['rl_sosp']:+.1f} after RL; RL on APR: {accuracy['rl_apr'] - accuracy['sft_apr']:+.1f}, "
-        f"on SoS+: {accuracy['rl_sosp'] - accuracy['sft_sosp']:+.1f}")
+        f"{accuracy['rl_apr'] - accuracy['rl_sosp']:+.1f} after RL; RL on APR: {rl_change('apr')}, "
+        f"on SoS+: {rl_change('sosp')}")
     for stage, s in seconds.items():
         out(f"{stage:>24}: {s / 60:5.1f} min")
     out(f"pipeline {name}: {(time.time() - began) / 60:.1f} min in this call ({len(seconds)} stages ran)")

@@ -111,6 +111,20 @@ def test_summary_reports_cons_and_pass_with_samples():
     assert m["cumulative"] == [[10, 0.25]]
     low, high = m["accuracy_95ci"]
     assert low < 0.25 < high
+    assert m["correct"] == [1, 0, 0, 0]  # per rollout, in order: what paired comparisons read
+
+
+def test_paired_change_counts_gains_and_losses_and_gives_the_exact_mcnemar_p():
+    """Only problems that changed count. 8 gained and 2 lost: under equal odds the chance of a
+    split at least this uneven is 2 * (C(10,0) + C(10,1) + C(10,2)) / 2^10 = 112 / 1024."""
+    before = [0] * 8 + [1] * 2 + [1] * 5 + [0] * 5
+    after = [1] * 8 + [0] * 2 + [1] * 5 + [0] * 5
+    assert E.paired_change(before, after) == {"gained": 8, "lost": 2, "p": 112 / 1024}
+    assert E.paired_change(after, before)["p"] == 112 / 1024  # symmetric
+    assert E.paired_change([1, 0], [1, 0]) == {"gained": 0, "lost": 0, "p": 1.0}  # nothing changed
+    assert E.paired_change([0, 1], [1, 0])["p"] == 1.0  # one each way: as even as it gets
+    with pytest.raises(ValueError, match="same problems"):
+        E.paired_change([1], [1, 0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +236,7 @@ def test_reproduce_runs_every_stage_then_a_rerun_skips_them_all(tmp_path):
         assert method in table
     ran = json.loads((root / "pipeline.json").read_text())["stage_seconds"]
     assert len(ran) == 8  # 4 trainings + 4 evaluations
+    assert any(line.startswith("APR - SoS+:") and "McNemar p=" in line for line in lines)
     lines.clear()
     assert E.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append) == 0
     assert sum("skipped" in line for line in lines) == 8

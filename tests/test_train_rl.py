@@ -132,6 +132,36 @@ def sft_runs(tmp_path_factory):
     return root
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_trained_log_probs_are_those_the_engine_sampled_with(sft_runs, monkeypatch, temperature):
+    """The sequences RL trains on line up with the rollouts: for every token the model sampled,
+    the training forward's log-probability (token_logprobs over rollout_sequences) equals the one
+    the engine drew it with, at the sampling temperature; tokens it did not sample are not
+    trained. A shifted mask, a wrong position or a re-tokenized call would break the sums."""
+    import rollout
+    import countdown
+    model, tok, state = M.load_checkpoint(str(sft_runs / "apr"))
+    drawn = []
+    real_sample = rollout.sample
+
+    def recording_sample(logits, temperature=0.0, top_k=None, generator=None):
+        tokens = real_sample(logits, temperature, top_k, generator)
+        drawn.append(torch.log_softmax(logits / temperature, -1).gather(-1, tokens[:, None])[:, 0])
+        return tokens
+    monkeypatch.setattr(rollout, "sample", recording_sample)
+    problems = countdown.read_problems(countdown.problems_file(
+        countdown.GameConfig(**state["train_config"]["task"]), "val", 8, state["args"]["data_dir"]))[:3]
+    engine = rollout.Engine(model, tok, parallel=True, limits=rollout.Limits(max_total_tokens=600), max_rows=16)
+    results = engine.run(problems, samples=2, temperature=temperature, seed=1)
+    sequences = train_rl.rollout_sequences(results, torch.zeros(len(results)))
+    with torch.no_grad():
+        logp, trained = train_rl.token_logprobs(model, sequences, list(range(len(sequences))), tok.pad_id,
+                                                torch.device("cpu"), temperature)
+    engine_logp = torch.cat(drawn)
+    assert int(trained.sum()) == len(engine_logp) == sum(sum(s["mask"]) for s in sequences)
+    assert float(logp.sum()) == pytest.approx(float(engine_logp.sum()), rel=1e-4)
+
+
 RL_RUN = ["--preset", "tiny", "--prompts", "2", "--group", "2", "--eval-every", "1", "--eval-problems", "2",
           "--quiet"]
 
@@ -173,6 +203,24 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, sft_runs, monkeypatch)
     assert straight["step"] == resumed["step"] == 3
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_same_prompts_draws_the_first_steps_prompts_at_every_step(tmp_path, sft_runs, monkeypatch):
+    """--same-prompts (the check that the gradient raises the reward it sees) rolls out the
+    prompts of step 0 at every step; without it each step draws its own."""
+    drawn_for = []
+    real = train_rl.step_problems
+
+    def recording(problems, step, count, seed):
+        drawn_for.append(step)
+        return real(problems, step, count, seed)
+    monkeypatch.setattr(train_rl, "step_problems", recording)
+    args = RL_RUN + ["--init", str(sft_runs / "sosp"), "--steps", "3", "--eval-problems", "0", "--n-val", "2"]
+    assert train_rl.main(args + ["--out", str(tmp_path / "same"), "--same-prompts"]) == 0
+    assert drawn_for == [0, 0, 0]
+    drawn_for.clear()
+    assert train_rl.main(args + ["--out", str(tmp_path / "fresh")]) == 0
+    assert drawn_for == [0, 1, 2]
 
 
 @pytest.mark.parametrize("extra, message", [
