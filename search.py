@@ -316,6 +316,14 @@ def condition_prefix(mode: str, budget: int | None) -> str:
     return f"Token Budget: {budget} " if mode == "sosp" else f"Sub Call Budget: {budget} "
 
 
+def record_trace(record: dict) -> dict:
+    """A demonstration's calls in `lm_calls`'s form: APR records carry their tree, a SoS+ record
+    is one call, its whole search path."""
+    if record["mode"] == "apr":
+        return record["trace_dict"]
+    return {"main_calls": [record["search_path"]], "sub_calls": []}
+
+
 def lm_calls(trace_dict: dict, prefix: str = "", root: bool = True):
     """Every LM call of a demonstration's thread tree as a list of (text, written) segments:
     `written` is False for what the runtime injects (conditioning prefix, prompt, the parent's

@@ -171,7 +171,7 @@ def fits_windows(paths: list[str], windows: list[int], per_file: int = 1000) -> 
     window W. This is how a context window and the solvers' beams are chosen together: a larger
     beam solves more problems but writes longer threads, and a thread that outgrows its window
     fails."""
-    from search import lm_calls  # search.py needs no tokenizer; only this measurement needs both
+    from search import lm_calls, record_trace  # search.py needs no tokenizer; only this measurement needs both
     tok = Tokenizer()
     print(f"| demonstrations | solved | longest thread, median / p90 | "
           + " | ".join(f"solved within {w}" for w in windows) + " |")
@@ -182,8 +182,8 @@ def fits_windows(paths: list[str], windows: list[int], per_file: int = 1000) -> 
                 if k == per_file:
                     break
                 record = json.loads(line)
-                trace = record.get("trace_dict") or {"main_calls": [record["search_path"]], "sub_calls": []}
-                longest.append(max(len(tok.render(segments, eos=ends)[0]) for segments, ends in lm_calls(trace)))
+                longest.append(max(len(tok.render(segments, eos=ends)[0])
+                                   for segments, ends in lm_calls(record_trace(record))))
                 solved.append(bool(record["solved"]))
         order = sorted(longest)
         within = [sum(s and n <= w for s, n in zip(solved, longest)) / len(solved) for w in windows]

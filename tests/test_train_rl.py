@@ -137,29 +137,45 @@ def test_trained_log_probs_are_those_the_engine_sampled_with(sft_runs, monkeypat
     """The sequences RL trains on line up with the rollouts: for every token the model sampled,
     the training forward's log-probability (token_logprobs over rollout_sequences) equals the one
     the engine drew it with, at the sampling temperature; tokens it did not sample are not
-    trained. A shifted mask, a wrong position or a re-tokenized call would break the sums."""
+    trained. A two-step model does not spawn by itself, so each root is made to write a
+    demonstration's spawn block (those tokens are scored like sampled ones); its children and its
+    call after the join then decode freely. A shifted mask, a wrong position or a join block
+    counted as sampled would break the sums."""
     import rollout
-    import countdown
-    model, tok, state = M.load_checkpoint(str(sft_runs / "apr"))
-    drawn = []
-    real_sample = rollout.sample
+    import search
+    model, tok, _ = M.load_checkpoint(str(sft_runs / "apr"))
+    problem = {"nums": [22, 26, 31, 53], "target": 27}
+    record = next(r for r in (search.demonstrate(problem, i, "apr", 0, search.DEFAULTS["apr"]) for i in range(20))
+                  if r["spawns"])
+    parent = record["trace_dict"]["main_calls"][0]
+    prompt = search.root_prompt(problem["nums"], problem["target"], True)
+    script = tok.encode(parent[len(prompt):parent.index(search.SPAWN_CLOSE) + len(search.SPAWN_CLOSE)])
+    real_sample, real_step = rollout.sample, rollout.Engine._step
+    last_logits, drawn = [], []
 
-    def recording_sample(logits, temperature=0.0, top_k=None, generator=None):
-        tokens = real_sample(logits, temperature, top_k, generator)
-        drawn.append(torch.log_softmax(logits / temperature, -1).gather(-1, tokens[:, None])[:, 0])
-        return tokens
-    monkeypatch.setattr(rollout, "sample", recording_sample)
-    problems = countdown.read_problems(countdown.problems_file(
-        countdown.GameConfig(**state["train_config"]["task"]), "val", 8, state["args"]["data_dir"]))[:3]
-    engine = rollout.Engine(model, tok, parallel=True, limits=rollout.Limits(max_total_tokens=600), max_rows=16)
-    results = engine.run(problems, samples=2, temperature=temperature, seed=1)
+    def keep_logits(logits, temperature=0.0, top_k=None, generator=None):
+        last_logits[:] = list(logits)  # one row per thread that steps next, in the engine's order
+        return real_sample(logits, temperature, top_k, generator)
+
+    def scripted_step(self, threads, i, token, totals):
+        t = threads[i]
+        written = sum(t.mask)
+        if t.parent is None and not t.spawns and written < len(script):
+            token = script[written]  # the root writes the demonstration's first call
+        row = last_logits.pop(0)
+        drawn.append(float(torch.log_softmax(row / temperature, -1)[token]))
+        return real_step(self, threads, i, token, totals)
+    monkeypatch.setattr(rollout, "sample", keep_logits)
+    monkeypatch.setattr(rollout.Engine, "_step", scripted_step)
+    engine = rollout.Engine(model, tok, parallel=True, limits=rollout.Limits(max_total_tokens=1500), max_rows=16)
+    results = engine.run([problem], samples=2, temperature=temperature, seed=1)
+    assert all(r["children"] > 0 and len(r["threads"][0]["calls"]) == 2 for r in results)  # a spawn, a join
     sequences = train_rl.rollout_sequences(results, torch.zeros(len(results)))
     with torch.no_grad():
         logp, trained = train_rl.token_logprobs(model, sequences, list(range(len(sequences))), tok.pad_id,
                                                 torch.device("cpu"), temperature)
-    engine_logp = torch.cat(drawn)
-    assert int(trained.sum()) == len(engine_logp) == sum(sum(s["mask"]) for s in sequences)
-    assert float(logp.sum()) == pytest.approx(float(engine_logp.sum()), rel=1e-4)
+    assert int(trained.sum()) == len(drawn) == sum(sum(s["mask"]) for s in sequences)
+    assert float(logp.sum()) == pytest.approx(sum(drawn), rel=1e-4)
 
 
 RL_RUN = ["--preset", "tiny", "--prompts", "2", "--group", "2", "--eval-every", "1", "--eval-problems", "2",

@@ -76,7 +76,7 @@ def test_join_repeat_lists_each_call_after_a_join_that_many_times_and_nothing_el
     assert len(thrice) == len(once) + 2 * len(after_join)
 
 
-def test_each_mode_gets_its_own_demonstration_beam_and_beam_flag_sets_the_runs():
+def test_each_mode_gets_its_own_demonstration_beam_and_a_fixed_beam_fixes_the_search():
     cfg = train_sft.SFT_PRESETS["tiny"]
     assert (train_sft.demo_beam(cfg, "sosp"), train_sft.demo_beam(cfg, "apr")) == (cfg.beam_sosp, cfg.beam_apr)
     config = train_sft.search_config("apr", 4)
