@@ -405,6 +405,13 @@ def _apply(x: int, symbol: str, y: int) -> int | None:
     return x // y
 
 
+def arithmetic_slips(text: str) -> tuple[int, int]:
+    """(steps written, steps whose arithmetic is wrong) over every `Exploring Operation` of a
+    text, answer or not: how often a model miscalculates, which the verdict alone hides."""
+    steps = [(int(m[1]), m[2], int(m[3]), int(m[4])) for m in _STEP.finditer(text)]
+    return len(steps), sum(_apply(x, symbol, y) != stated for x, symbol, y, stated in steps)
+
+
 def check_solution(nums: list[int], target: int, answer: str) -> bool:
     """Replay every `Exploring Operation` of an answer on the multiset of inputs; True if valid.
 

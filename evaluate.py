@@ -123,6 +123,21 @@ def group_samples(results: list[dict], samples: int) -> list[list[dict]]:
     return [results[i:i + samples] for i in range(0, len(results), samples)]
 
 
+FAILURE_KINDS = ("no goal", "wrong answer", "out of context", "stopped by the runtime")
+
+
+def failure_kind(result: dict) -> str | None:
+    """Why a rollout failed, None if it did not: "no goal" (it ended without claiming the goal),
+    "wrong answer" (it claimed the goal and the verifier rejected its path: a miscopied path, or a
+    goal reached by a miscalculation), "out of context" (the root thread filled its context), or
+    "stopped by the runtime" (a spawn block it could not act on, or the rollout's token limit)."""
+    if result["correct"]:
+        return None
+    if result["status"] == "failed":
+        return "out of context" if "context" in result["reason"] else "stopped by the runtime"
+    return "wrong answer" if countdown.GOAL in result["text"] else "no goal"
+
+
 def summarize(results: list[dict], samples: int = 1, windows: list[int] | None = None) -> dict:
     """The metrics of a set of rollouts (means per rollout; cons@n and pass@n per problem)."""
     n = len(results)
@@ -137,6 +152,10 @@ def summarize(results: list[dict], samples: int = 1, windows: list[int] | None =
                "spawns": mean("spawns"), "children": mean("children"), "latency": mean("latency"),
                "failed_threads": sum(t["status"] == "failed" for r in results for t in r["threads"]),
                "correct": [int(r["correct"]) for r in results]}  # per rollout, for paired comparisons
+    steps = [countdown.arithmetic_slips(t["text"]) for r in results for t in r["threads"]]
+    metrics["arithmetic_slips"] = sum(wrong for _, wrong in steps) / max(1, sum(n for n, _ in steps))
+    kinds = [failure_kind(r) for r in results]
+    metrics["failures"] = {kind: kinds.count(kind) for kind in FAILURE_KINDS if kind in kinds}
     if samples > 1:
         groups = group_samples(results, samples)
         metrics[f"cons@{samples}"] = cons_at_n(groups)
@@ -254,6 +273,9 @@ def print_report(report: dict, out=print) -> None:
     rows += [("total tokens", f"{m['total_tokens']:,.0f}"), ("sequential tokens", f"{m['sequential_tokens']:,.0f}"),
              ("longest thread", f"{m['longest_thread']:,.0f}"), ("spawns", f"{m['spawns']:.2f}"),
              ("children", f"{m['children']:.2f}"), ("latency (s)", f"{m['latency']:.2f}")]
+    if "arithmetic_slips" in m:  # reports written before these fields lack them
+        rows.append(("arithmetic slips", f"{m['arithmetic_slips']:.1%} of the steps written"))
+        rows.append(("failures", ", ".join(f"{kind} {count}" for kind, count in m["failures"].items()) or "none"))
     for name, value in rows:
         out(f"  {name:<18} {value}")
     if m.get("cumulative"):

@@ -357,6 +357,7 @@ class SearchConfig:
     promising: float = 0.5         # probability that an expanded node is searched in depth
     min_spawn_children: int = 2    # APR: spawn only with at least this many non-leaf children
     depth: int = 1                 # APR: how many levels of threads may spawn (1 = only the root)
+    order: str = "shuffled"        # kept successors written "shuffled" (the authors) or in the "game" order
 
 
 DEFAULTS = {
@@ -374,15 +375,13 @@ class Searcher:
         self.target, self.h, self.rng, self.config = target, heuristic, rng, config
 
     def expand(self, node: Node, beam: int, lines: list):
-        """Write one expansion: keep the best `beam` successors (stable sort), shuffle them, and
-        write each as a leaf check or a `Generated Node`. Returns (goal leaf or None, non-leaf
-        children sorted by heuristic)."""
+        """Write one expansion: keep the best `beam` successors (`keep`), and write each as a leaf
+        check or a `Generated Node`. Returns (goal leaf or None, non-leaf children: best first in
+        the authors' shuffled order, as written in the game order)."""
         if len(node.nums) == 2 and self.fast_last_move:
             return self.expand_last_move(node, beam, lines)
         target = self.target
-        found = successors(node, self.h)
-        found.sort(key=_SCORE)
-        kept = shuffled(found[:beam], self.rng)
+        kept = self.keep(successors(node, self.h), beam)
         children = []
         for h, rest, move in kept:
             nums, op = rest + [move[0]], op_text(move)
@@ -396,8 +395,23 @@ class Searcher:
             child = Node(nums, node.ops + [op], f"{node.idx},{len(children)}", h, node)
             lines.append(f"Generated Node #{child.idx}: {target}:{nums} Operation: {op}\n")
             children.append(child)
-        children.sort(key=lambda c: c.h)
+        if self.config.order == "shuffled":
+            children.sort(key=lambda c: c.h)
         return None, children
+
+    def keep(self, found: list, beam: int) -> list:
+        """The `beam` best successors (a stable sort by heuristic), in the order they are written.
+
+        The authors shuffle them (and then spawn or visit the children best first), so a trace
+        lists a random subset order that a model cannot predict: it has to remember which moves
+        it already wrote. With order="game" they keep the game's order (pairs left to right, then
+        `+ * - /`), and children are spawned or visited in the order they were written; the set
+        of moves kept is the same, so the solver solves the same problems."""
+        if self.config.order == "game":
+            best = sorted(range(len(found)), key=lambda i: found[i][0])[:beam]
+            return [found[i] for i in sorted(best)]
+        found.sort(key=_SCORE)
+        return shuffled(found[:beam], self.rng)
 
     fast_last_move = True  # tests switch it off to check the fast path against `expand`
 
@@ -406,8 +420,7 @@ class Searcher:
         from fewer steps. Most expansions are of this kind (85% in APR data), so it matters."""
         target, below, (a, b) = self.target, self.h.below, node.nums
         found = [(below[m[0]] if m[0] < target else m[0] - target, m) for m in move_parts(a, b)]
-        found.sort(key=_SCORE)
-        for h, (value, x, symbol, y) in shuffled(found[:beam], self.rng):
+        for h, (value, x, symbol, y) in self.keep(found, beam):
             if value == target:
                 lines.append(f"Exploring Operation: {x}{symbol}{y}={value}, Resulting Numbers: [{value}]\n"
                              f"{target},{target} equal: {GOAL}\n")
@@ -667,6 +680,8 @@ def main(argv=None) -> int:
     parser.add_argument("--promising", type=float, help="probability a node is searched in depth (sosp 0.5, apr 0.9)")
     parser.add_argument("--min-spawn-children", type=int, help="apr: fewest non-leaf children to spawn (2)")
     parser.add_argument("--depth", type=int, help="apr: thread levels that may spawn (1 = the paper)")
+    parser.add_argument("--order", choices=["shuffled", "game"],
+                        help="kept moves written shuffled (the authors) or in the game's order")
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in vars(args).items()
@@ -706,6 +721,8 @@ def _check_config(config: SearchConfig, args) -> None:
         raise ValueError(f"need 1 <= --beam-min <= --beam-max (got {config.beam_min}..{config.beam_max})")
     if not 0.0 <= config.promising <= 1.0:
         raise ValueError(f"--promising must be a probability in [0, 1] (got {config.promising})")
+    if config.order not in ("shuffled", "game"):
+        raise ValueError(f"--order must be shuffled or game (got {config.order!r})")
     if config.min_spawn_children < 1 or config.depth < 0:
         raise ValueError("--min-spawn-children must be at least 1 and --depth non-negative")
 

@@ -76,6 +76,7 @@ class TrainConfig:
     beam_sosp: int | None = None   # a fixed solver beam for SoS+ demonstrations (None: the authors' range 1..5)
     beam_apr: int | None = None    # ... and for APR's (None: the authors' range 1..10)
     join_repeat: int = 1           # APR: times each parent call after a join appears per epoch (see training_sequences)
+    order: str = "shuffled"        # how demonstrations list the kept moves: "shuffled" (the authors) or "game"
 
 
 SFT_PRESETS = {
@@ -102,7 +103,7 @@ def demo_beam(cfg: TrainConfig, mode: str) -> int | None:
     return cfg.beam_apr if mode == "apr" else cfg.beam_sosp
 
 
-def search_config(mode: str, beam: int | None) -> search.SearchConfig:
+def search_config(mode: str, beam: int | None, order: str = "shuffled") -> search.SearchConfig:
     """The solver settings of a run's demonstrations: the authors' defaults, or a fixed beam.
 
     A fixed beam is the tiny preset's choice. With the authors' random beam (APR: 1..10 per
@@ -111,21 +112,22 @@ def search_config(mode: str, beam: int | None) -> search.SearchConfig:
     makes the stop countable. It is also how each method is given its best search for a context
     window: a larger beam solves more problems but writes longer text, and a thread that outgrows
     the window fails."""
-    config = search.DEFAULTS[mode]
+    config = replace(search.DEFAULTS[mode], order=order)
     return replace(config, beam_min=beam, beam_max=beam) if beam else config
 
 
 def prepare_data(task: countdown.GameConfig, mode: str, n_train: int, n_val: int, data_dir: str = "data",
-                 seed: int = 0, workers: int = 1, log=print, beam: int | None = None) -> dict:
+                 seed: int = 0, workers: int = 1, log=print, beam: int | None = None, order: str = "shuffled") -> dict:
     """Problems and demonstrations of a task, generated on first use and cached on disk."""
     paths = {split: countdown.problems_file(task, split, n, data_dir, seed, workers, log)
              for split, n in (("train", n_train), ("val", n_val))}
     for split in ("train", "val"):
-        demos = paths[split].replace(".jsonl", f"_{mode}" + (f"_beam{beam}" if beam else "") + ".jsonl")
+        demos = paths[split].replace(".jsonl", f"_{mode}" + (f"_beam{beam}" if beam else "")
+                                     + ("_game" if order == "game" else "") + ".jsonl")
         if not os.path.exists(demos):
             log(f"writing {mode} demonstrations -> {demos}")
             problems = countdown.read_problems(paths[split])
-            records = search.demonstrate_all(problems, mode, seed=seed, config=search_config(mode, beam),
+            records = search.demonstrate_all(problems, mode, seed=seed, config=search_config(mode, beam, order),
                                              workers=workers, as_json=True)
             countdown.write_atomically(demos, (line for line, _ in records))
         paths[f"{split}_{mode}"] = demos
@@ -339,6 +341,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-problems", type=int, help="problems decoded greedily at each check, all val problems at the last (0: none)")
     parser.add_argument("--beam", type=int, help="fixed solver beam of the demonstrations (0: the authors' random beams)")
     parser.add_argument("--join-repeat", type=int, help="APR: copies of each parent call after a join per epoch")
+    parser.add_argument("--order", choices=["shuffled", "game"], help="how demonstrations list the kept moves")
     parser.add_argument("--n-layer", type=int, help="model depth (default: the preset's)")
     parser.add_argument("--n-embd", type=int, help="model width (default: the preset's)")
     parser.add_argument("--context", type=int, help="model context in tokens (default: the preset's)")
@@ -370,7 +373,7 @@ def train(args) -> int:
     if args.preset not in SFT_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(SFT_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train", "n_val",
-                                                "eval_every", "eval_problems", "join_repeat") if getattr(args, k) is not None}
+                                                "eval_every", "eval_problems", "join_repeat", "order") if getattr(args, k) is not None}
     if args.beam is not None:  # --beam 0: the authors' random beams
         overrides[f"beam_{args.mode}"] = args.beam or None
     if overrides.get("join_repeat", 1) < 1:
@@ -398,12 +401,12 @@ def train(args) -> int:
     # data: rank 0 generates, the others wait for it
     if master:
         paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log,
-                             demo_beam(cfg, args.mode))
+                             demo_beam(cfg, args.mode), cfg.order)
     if world > 1:
         dist.barrier()
     if not master:
         paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log,
-                             demo_beam(cfg, args.mode))
+                             demo_beam(cfg, args.mode), cfg.order)
     train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
                                              args.mode, tokenizer, config.context, args.conditioning, cfg.join_repeat)
     val_seqs, _ = training_sequences(read_demonstrations(paths[f"val_{args.mode}"], args.mode),

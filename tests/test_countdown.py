@@ -76,6 +76,16 @@ def test_wrong_paths_are_rejected(name, answer):
     assert not check_solution(NUMS, TARGET, answer), name
 
 
+def test_arithmetic_slips_count_every_miscalculated_step_answer_or_not():
+    text = ("Exploring Operation: 9+11=20, Resulting Numbers: [20]\n"      # right
+            "Exploring Operation: 23+17=38, Resulting Numbers: [38]\n"     # 40
+            "Exploring Operation: 7-9=2, Resulting Numbers: [2]\n"         # the game writes larger first
+            "Exploring Operation: 12/5=2, Resulting Numbers: [2]\n"        # inexact
+            "Moving to Node #0\nExploring Operation: 6*7=42, Resulting Numbers: [4, 42]\n")  # right
+    assert countdown.arithmetic_slips(text) == (5, 3)
+    assert countdown.arithmetic_slips("No solution found.\n") == (0, 0)
+
+
 def test_fewer_than_two_goal_lines_is_no_answer():
     first_only = SOLVED[:SOLVED.index("Goal Reached") + len("Goal Reached\n")]
     assert extract_answer(first_only) is None

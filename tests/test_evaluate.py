@@ -53,9 +53,12 @@ def test_tree_metrics_of_a_serial_trace_are_its_length_and_its_output():
     assert (m["spawns"], m["children"]) == (0, 0)
 
 
-def result(correct, answer=None, longest=10, total=10, sequential=5, latency=1.0):
+def result(correct, answer=None, longest=10, total=10, sequential=5, latency=1.0, status="done", reason="",
+           threads=()):
     return {"correct": correct, "answer": answer, "longest_thread": longest, "total_tokens": total,
-            "sequential_tokens": sequential, "latency": latency, "spawns": 0, "children": 0, "threads": []}
+            "sequential_tokens": sequential, "latency": latency, "spawns": 0, "children": 0,
+            "threads": [{"text": text, "status": "done"} for text in threads], "status": status,
+            "reason": reason, "text": answer or "No solution found.\n"}
 
 
 RIGHT = "\nExploring Operation: 9+11=20, Resulting Numbers: [20]\n20,20 equal: Goal Reached"
@@ -112,6 +115,19 @@ def test_summary_reports_cons_and_pass_with_samples():
     low, high = m["accuracy_95ci"]
     assert low < 0.25 < high
     assert m["correct"] == [1, 0, 0, 0]  # per rollout, in order: what paired comparisons read
+
+
+def test_failures_are_told_apart_and_slips_are_counted_over_every_thread():
+    results = [result(True, RIGHT), result(False, WRONG), result(False),
+               result(False, status="failed", reason="context limit at join"),
+               result(False, status="failed", reason="spawn: no Generated Node #0,7"),
+               result(False, threads=["Exploring Operation: 9+11=20, Resulting Numbers: [20]\n",
+                                      "Exploring Operation: 23+17=38, Resulting Numbers: [38]\n"])]
+    assert [E.failure_kind(r) for r in results] == [None, "wrong answer", "no goal", "out of context",
+                                                    "stopped by the runtime", "no goal"]
+    m = E.summarize(results)
+    assert m["failures"] == {"no goal": 2, "wrong answer": 1, "out of context": 1, "stopped by the runtime": 1}
+    assert m["arithmetic_slips"] == 0.5  # one of the two steps written, in two different threads
 
 
 def test_paired_change_counts_gains_and_losses_and_gives_the_exact_mcnemar_p():

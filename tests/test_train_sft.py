@@ -82,6 +82,7 @@ def test_each_mode_gets_its_own_demonstration_beam_and_a_fixed_beam_fixes_the_se
     config = train_sft.search_config("apr", 4)
     assert (config.beam_min, config.beam_max) == (4, 4)
     assert train_sft.search_config("apr", None) == search.DEFAULTS["apr"]
+    assert train_sft.search_config("sosp", 3, "game").order == "game"
 
 
 def test_steps_cover_every_sequence_once_per_epoch_and_micro_batches_respect_the_budget():
