@@ -77,6 +77,7 @@ class TrainConfig:
     beam_apr: int | None = None    # ... and for APR's (None: the authors' range 1..10)
     join_repeat: int = 1           # APR: times each parent call after a join appears per epoch (see training_sequences)
     order: str = "shuffled"        # how demonstrations list the kept moves: "shuffled" (the authors) or "game"
+    join_weight: int = 1           # APR: loss weight of each parent call after a join, listed once (see training_sequences)
 
 
 SFT_PRESETS = {
@@ -156,7 +157,7 @@ def budget_of(record: dict, mode: str, tokenizer: Tokenizer, context: int, step:
 
 
 def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, context: int,
-                       conditioning: bool = False, join_repeat: int = 1):
+                       conditioning: bool = False, join_repeat: int = 1, join_weight: int = 1):
     """Token ids and loss masks of every LM call, and how many were too long for the context.
 
     With `join_repeat` > 1 every APR parent call that continues after a join is listed that many
@@ -177,7 +178,10 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
             if len(ids) > context:
                 dropped += 1
                 continue
-            sequences.extend([(ids, mask)] * (join_repeat if 0 < k < root_calls else 1))
+            after_join = 0 < k < root_calls
+            if after_join and join_weight != 1:
+                mask = [m * join_weight for m in mask]
+            sequences.extend([(ids, mask)] * (join_repeat if after_join else 1))
     return sequences, dropped
 
 
@@ -215,9 +219,10 @@ def epoch_steps(lengths: list[int], batch_tokens: int, seed: int, epoch: int) ->
     return steps + [step] if step else steps
 
 
-def collate(sequences, batch: list[int], pad_id: int, device):
+def collate(sequences, batch: list[int], pad_id: int, device, with_weights: bool = False):
     """(idx, targets) tensors of a micro-batch: inputs are ids[:-1], targets ids[1:] where the mask
-    says the model writes that token, else -1 (padding too)."""
+    says the model writes that token, else -1 (padding too). With `with_weights`, also each
+    target's loss weight: its mask value (1, or the join weight)."""
     width = max(len(sequences[i][0]) for i in batch) - 1
     idx = torch.full((len(batch), width), pad_id, dtype=torch.long)
     targets = torch.full((len(batch), width), -1, dtype=torch.long)
@@ -226,7 +231,13 @@ def collate(sequences, batch: list[int], pad_id: int, device):
         n = len(ids) - 1
         idx[row, :n] = torch.tensor(ids[:-1])
         targets[row, :n] = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:])])
-    return idx.to(device), targets.to(device)
+    if not with_weights:
+        return idx.to(device), targets.to(device)
+    weights = torch.zeros((len(batch), width))
+    for row, i in enumerate(batch):
+        mask = sequences[i][1]
+        weights[row, :len(mask) - 1] = torch.tensor(mask[1:], dtype=torch.float)
+    return idx.to(device), targets.to(device), weights.to(device)
 
 
 class BatchStream:
@@ -341,6 +352,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-problems", type=int, help="problems decoded greedily at each check, all val problems at the last (0: none)")
     parser.add_argument("--beam", type=int, help="fixed solver beam of the demonstrations (0: the authors' random beams)")
     parser.add_argument("--join-repeat", type=int, help="APR: copies of each parent call after a join per epoch")
+    parser.add_argument("--join-weight", type=int, help="APR: loss weight of each parent call after a join")
     parser.add_argument("--order", choices=["shuffled", "game"], help="how demonstrations list the kept moves")
     parser.add_argument("--n-layer", type=int, help="model depth (default: the preset's)")
     parser.add_argument("--n-embd", type=int, help="model width (default: the preset's)")
@@ -373,11 +385,11 @@ def train(args) -> int:
     if args.preset not in SFT_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(SFT_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train", "n_val",
-                                                "eval_every", "eval_problems", "join_repeat", "order") if getattr(args, k) is not None}
+                                                "eval_every", "eval_problems", "join_repeat", "order", "join_weight") if getattr(args, k) is not None}
     if args.beam is not None:  # --beam 0: the authors' random beams
         overrides[f"beam_{args.mode}"] = args.beam or None
-    if overrides.get("join_repeat", 1) < 1:
-        raise ValueError(f"--join-repeat must be at least 1 (got {overrides['join_repeat']})")
+    if overrides.get("join_repeat", 1) < 1 or overrides.get("join_weight", 1) < 1:
+        raise ValueError("--join-repeat and --join-weight must be at least 1")
     cfg = replace(SFT_PRESETS[args.preset], **overrides)
     task = {k: getattr(args, k) for k in ("count", "num_max", "target_min", "target_max") if getattr(args, k) is not None}
     if task:
@@ -408,7 +420,8 @@ def train(args) -> int:
         paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log,
                              demo_beam(cfg, args.mode), cfg.order)
     train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
-                                             args.mode, tokenizer, config.context, args.conditioning, cfg.join_repeat)
+                                             args.mode, tokenizer, config.context, args.conditioning, cfg.join_repeat,
+                                             cfg.join_weight)
     val_seqs, _ = training_sequences(read_demonstrations(paths[f"val_{args.mode}"], args.mode),
                                      args.mode, tokenizer, config.context, args.conditioning)
     val_seqs = val_seqs[:cfg.val_sequences]
@@ -440,7 +453,7 @@ def train(args) -> int:
     forward = maybe_compile(train_model, device, args.compile, log)
 
     stream = BatchStream(train_seqs, cfg.batch_tokens, args.seed, position)
-    targets_in = [sum(mask[1:]) for _, mask in train_seqs]  # trained tokens per sequence
+    targets_in = [sum(mask[1:]) for _, mask in train_seqs]  # trained tokens per sequence, by their weight
 
     val_problems = countdown.read_problems(paths["val"])
 
@@ -481,14 +494,14 @@ def train(args) -> int:
         n_targets = sum(targets_in[i] for i in chosen)
         loss_sum = 0.0
         for k, batch in enumerate(mine):
-            idx, targets = collate(train_seqs, batch, tokenizer.pad_id, device)
+            idx, targets, weights = collate(train_seqs, batch, tokenizer.pad_id, device, with_weights=True)
             sync = k == len(mine) - 1 or world == 1
             context = train_model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
             with context, M.autocast(device):
                 # sum of token losses / all targets of the step on all ranks: the step's mean,
                 # whatever the split of micro-batches over ranks (DDP averages, so scale by world)
                 logprobs = forward(idx, targets, reduction="none")
-                loss = -logprobs.sum() * world / n_targets
+                loss = -(logprobs * weights).sum() * world / n_targets
             loss.backward()
             loss_sum += float(loss.detach()) / world
             real_seen += sum(len(train_seqs[i][0]) - 1 for i in batch)

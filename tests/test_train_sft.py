@@ -74,6 +74,12 @@ def test_join_repeat_lists_each_call_after_a_join_that_many_times_and_nothing_el
     for k, (ids, _) in enumerate(once):
         assert count(thrice, ids) == count(once, ids) * (3 if k in after_join else 1)
     assert len(thrice) == len(once) + 2 * len(after_join)
+    weighted, _ = train_sft.training_sequences([record], "apr", tok, 4096, join_weight=3)
+    assert [ids for ids, _ in weighted] == [ids for ids, _ in once]  # listed once...
+    for k, ((_, mask), (_, mask_once)) in enumerate(zip(weighted, once)):  # ...with its trained tokens weighted
+        assert mask == [m * (3 if k in after_join else 1) for m in mask_once]
+    idx, targets, weights = train_sft.collate(weighted, after_join[:1], tok.pad_id, "cpu", with_weights=True)
+    assert weights[targets != -1].eq(3).all() and weights[targets == -1].eq(0).all()
 
 
 def test_each_mode_gets_its_own_demonstration_beam_and_a_fixed_beam_fixes_the_search():
