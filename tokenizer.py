@@ -174,21 +174,23 @@ def fits_windows(paths: list[str], windows: list[int], per_file: int = 1000) -> 
     from search import lm_calls, record_trace  # search.py needs no tokenizer; only this measurement needs both
     tok = Tokenizer()
     print(f"| demonstrations | solved | longest thread, median / p90 | "
-          + " | ".join(f"solved within {w}" for w in windows) + " |")
+          + " | ".join(f"solved within {w}" for w in windows) + " | tokens per problem, all calls | written by the model |")
     for path in paths:
-        solved, longest = [], []
+        solved, longest, tokens, written = [], [], 0, 0
         with open(path) as f:
             for k, line in enumerate(f):
                 if k == per_file:
                     break
                 record = json.loads(line)
-                longest.append(max(len(tok.render(segments, eos=ends)[0])
-                                   for segments, ends in lm_calls(record_trace(record))))
+                rendered = [tok.render(segments, eos=ends) for segments, ends in lm_calls(record_trace(record))]
+                longest.append(max(len(ids) for ids, _ in rendered))
+                tokens += sum(len(ids) for ids, _ in rendered)  # what training computes, each call once
+                written += sum(sum(mask) for _, mask in rendered)  # what it trains on
                 solved.append(bool(record["solved"]))
         order = sorted(longest)
         within = [sum(s and n <= w for s, n in zip(solved, longest)) / len(solved) for w in windows]
         print(f"| {path} | {sum(solved) / len(solved):.1%} | {order[len(order) // 2]} / {order[int(0.9 * len(order))]} | "
-              + " | ".join(f"{x:.1%}" for x in within) + " |")
+              + " | ".join(f"{x:.1%}" for x in within) + f" | {tokens / len(solved):,.0f} | {written / tokens:.0%} |")
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,6 @@
 """The tokenizer (tokenizer.py) and the model with its KV cache (model.py)."""
 
+import json
 import os
 import random
 
@@ -89,6 +90,22 @@ def test_encoding_line_by_line_equals_encoding_the_whole():
     tok = Tokenizer()
     lines = TRACE.splitlines(keepends=True)
     assert sum((tok.encode(line) for line in lines), []) == tok.encode(TRACE)
+
+
+def test_window_table_counts_a_problem_only_where_every_thread_fits(tmp_path, capsys):
+    """tokenizer.py --windows: the share solved within W grows with W from 0 to the solved share,
+    and an APR problem computes more tokens than its longest thread, not all of them written."""
+    import search
+    from tokenizer import fits_windows
+    problems = [{"nums": [3, 7, 9], "target": 48}, {"nums": [5, 16, 11], "target": 22}, {"nums": [2, 7, 11], "target": 36}]
+    path = tmp_path / "apr.jsonl"
+    path.write_text("".join(json.dumps(search.demonstrate(p, i, "apr", 0, search.DEFAULTS["apr"])) + "\n"
+                            for i, p in enumerate(problems)))
+    fits_windows([str(path)], [1, 200, 100_000], per_file=10)
+    row = capsys.readouterr().out.strip().split("\n")[-1].strip("| ").split(" | ")
+    solved, median = row[1], int(row[2].split(" / ")[0])
+    assert (row[3], row[5]) == ("0.0%", solved) and float(row[4][:-1]) <= float(solved[:-1])
+    assert int(row[6].replace(",", "")) > median and 0 < int(row[7][:-1]) < 100
 
 
 def test_tokenizer_identity_is_checked():
