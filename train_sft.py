@@ -367,7 +367,9 @@ def main(argv=None) -> int:
     # where and how
     parser.add_argument("--data-dir", default="data", help="cache of problems and demonstrations")
     parser.add_argument("--workers", type=int, default=2, help="processes for data generation")
-    parser.add_argument("--seed", type=int, default=0, help="data order and initialization")
+    parser.add_argument("--seed", type=int, default=0, help="the problems, data order and initialization")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="only initialization and data order (default: --seed): the same problems, another run")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--quiet", action="store_true", help="no per-step log lines")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
@@ -433,7 +435,8 @@ def train(args) -> int:
         f"{sum(len(s[0]) for s in train_seqs) / len(train_seqs):.0f} tokens on average")
 
     # model, optimizer, and the state to resume
-    torch.manual_seed(args.seed)
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    torch.manual_seed(train_seed)
     model = M.GPT(config).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -454,7 +457,7 @@ def train(args) -> int:
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     forward = maybe_compile(train_model, device, args.compile, log)
 
-    stream = BatchStream(train_seqs, cfg.batch_tokens, args.seed, position)
+    stream = BatchStream(train_seqs, cfg.batch_tokens, train_seed, position)
     targets_in = [sum(mask[1:]) for _, mask in train_seqs]  # trained tokens per sequence, by their weight
 
     val_problems = countdown.read_problems(paths["val"])

@@ -39,6 +39,18 @@ def test_two_step_run_writes_checkpoint_and_results(tmp_path, data_dir, mode):
     assert state["step"] == 2 and state["args"]["mode"] == mode
 
 
+def test_train_seed_changes_the_run_but_not_the_problems(tmp_path, data_dir):
+    """--train-seed draws another initialization and data order on the same problems: the
+    starting validation loss (same validation sequences) differs, and no new data file appears."""
+    losses, files = [], []
+    for seed in ("0", "1"):
+        assert run(["--mode", "sosp", "--steps", "1", "--train-seed", seed], data_dir, tmp_path / seed) == 0
+        losses.append(json.loads((tmp_path / seed / "run.json").read_text())["history"][0]["val_loss"])
+        files.append(sorted(os.listdir(data_dir)))
+    assert files[0] == files[1]
+    assert losses[0] != losses[1]
+
+
 def test_loss_mask_trains_only_what_the_model_writes():
     """Prompts, conditioning prefixes and join blocks are never targets; EOS ends a thread's last
     call as a target; a call that ends in a spawn block has no EOS."""
