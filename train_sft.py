@@ -167,7 +167,8 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
     (in the cases we read, a miscopied path). A parent
     writes one such call per spawn against about five children, so repeating it shifts each
     step's tokens toward the copy without adding steps. On the tiny preset, twice instead of
-    once took greedy accuracy from 30.0% to 41.8%; four times dropped it to 7.4% (README).
+    once took greedy accuracy from 30.0% to 41.8% in one run each (a second seed of the twice run
+    reached 33.0%); three and four times dropped it to 12.4% and 7.4% (README).
     `join_weight` instead lists such a call once and multiplies its mask, so its trained tokens
     count that many times in the loss; weight 2 reached only 27.8%, no better than once (README)."""
     sequences, dropped = [], 0
