@@ -72,7 +72,7 @@ def test_loss_mask_trains_only_what_the_model_writes():
             assert tok.decode(ids[1:len(injected) + 1]).endswith(search.JOIN_CLOSE)
 
 
-def test_join_repeat_lists_each_call_after_a_join_that_many_times_and_nothing_else_more():
+def test_join_repeat_lists_and_join_weight_weights_each_call_after_a_join_and_nothing_else():
     tok = Tokenizer()
     problems = [{"nums": [22, 26, 31, 53], "target": 27}, {"nums": [3, 7, 9, 12], "target": 48}]
     records = [search.demonstrate(p, i, "apr", 0, search.DEFAULTS["apr"]) for i, p in enumerate(problems * 5)]
