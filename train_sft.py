@@ -229,17 +229,16 @@ def collate(sequences, batch: list[int], pad_id: int, device, with_weights: bool
     width = max(len(sequences[i][0]) for i in batch) - 1
     idx = torch.full((len(batch), width), pad_id, dtype=torch.long)
     targets = torch.full((len(batch), width), -1, dtype=torch.long)
+    weights = torch.zeros((len(batch), width))  # 0 on padding
     for row, i in enumerate(batch):
         ids, mask = sequences[i]
         n = len(ids) - 1
         idx[row, :n] = torch.tensor(ids[:-1])
-        targets[row, :n] = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:])])
+        targets[row, :n] = torch.tensor(ids[1:])
+        weights[row, :n] = torch.tensor(mask[1:], dtype=torch.float)
+    targets[weights == 0] = -1  # prompts, injected text and padding are not targets
     if not with_weights:
         return idx.to(device), targets.to(device)
-    weights = torch.zeros((len(batch), width))
-    for row, i in enumerate(batch):
-        mask = sequences[i][1]
-        weights[row, :len(mask) - 1] = torch.tensor(mask[1:], dtype=torch.float)
     return idx.to(device), targets.to(device), weights.to(device)
 
 
