@@ -25,6 +25,8 @@ never disagree about that text.
 Defaults are the authors' code: SoS+ beam drawn from 1..5 per problem, promising probability
 0.5; APR parent beam from 1..10, child beam from parent beam..15, promising probability 0.9,
 a spawn only when more than one non-leaf child was kept, children never spawn (`--depth 1`).
+`--child-beam-min` (ours) lets the children's beam start elsewhere than at the parent's: with
+min = max the children search with a fixed beam, below or above the parent's.
 One change on purpose: after a failed join, their APR solver's next `Moving to Node` line was
 often missing or named the wrong node (a loop variable was shadowed); ours names the node that
 is expanded next. Every random choice of a problem's search comes from (seed, problem index),
@@ -353,7 +355,8 @@ class SearchConfig:
     heuristic: str = "mult"        # "mult", "sum", or "random" (one per problem, as SoS did)
     beam_min: int = 1              # beam (successors kept per expansion, nodes popped per round)
     beam_max: int = 5              #   drawn per problem from beam_min..beam_max (5 for SoS+)
-    child_beam_max: int = 15       # APR: child beam drawn from (parent beam)..child_beam_max
+    child_beam_min: int = 0        # APR: child beam drawn from child_beam_min (0: the parent's beam)
+    child_beam_max: int = 15       #   ..child_beam_max
     promising: float = 0.5         # probability that an expanded node is searched in depth
     min_spawn_children: int = 2    # APR: spawn only with at least this many non-leaf children
     depth: int = 1                 # APR: how many levels of threads may spawn (1 = only the root)
@@ -586,7 +589,8 @@ def demonstrate(problem: dict, index: int, mode: str, seed: int, config: SearchC
     searcher = Searcher(target, h, rng, config)
     record = {"nums": nums, "target": target, "mode": mode, "heuristic": name}
     if mode == "apr":
-        child_beam = rng.randint(beam, max(beam, config.child_beam_max))
+        lowest = config.child_beam_min or beam  # the authors: from the parent's beam
+        child_beam = rng.randint(lowest, max(lowest, config.child_beam_max))
         trace_dict, goal = searcher.parallel(root, beam, child_beam, level=0)
         texts = thread_texts(trace_dict)
         record.update(beam_size=beam, child_beam_size=child_beam, search_path=trace_dict["main_calls"][-1],
@@ -676,6 +680,7 @@ def main(argv=None) -> int:
     parser.add_argument("--heuristic", choices=["mult", "sum", "random"], help="node ordering heuristic")
     parser.add_argument("--beam-min", type=int, help="smallest beam drawn per problem")
     parser.add_argument("--beam-max", type=int, help="largest beam drawn per problem (sosp 5, apr 10)")
+    parser.add_argument("--child-beam-min", type=int, help="apr: smallest child beam (default: the parent's beam)")
     parser.add_argument("--child-beam-max", type=int, help="apr: largest child beam (15)")
     parser.add_argument("--promising", type=float, help="probability a node is searched in depth (sosp 0.5, apr 0.9)")
     parser.add_argument("--min-spawn-children", type=int, help="apr: fewest non-leaf children to spawn (2)")
@@ -719,6 +724,8 @@ def _check_config(config: SearchConfig, args) -> None:
         raise ValueError(f"--limit must be non-negative (got {args.limit})")
     if not 1 <= config.beam_min <= config.beam_max:
         raise ValueError(f"need 1 <= --beam-min <= --beam-max (got {config.beam_min}..{config.beam_max})")
+    if config.child_beam_min < 0:
+        raise ValueError(f"--child-beam-min must be at least 1, or 0 for the parent's beam (got {config.child_beam_min})")
     if not 0.0 <= config.promising <= 1.0:
         raise ValueError(f"--promising must be a probability in [0, 1] (got {config.promising})")
     if config.order not in ("shuffled", "game"):

@@ -75,6 +75,7 @@ class TrainConfig:
     eval_problems: int = 200       # validation problems decoded greedily at each check (last step: all)
     beam_sosp: int | None = None   # a fixed solver beam for SoS+ demonstrations (None: the authors' range 1..5)
     beam_apr: int | None = None    # ... and for APR's (None: the authors' range 1..10)
+    child_beam_apr: int | None = None  # a fixed beam for APR's children (None: the authors' parent beam..15)
     join_repeat: int = 1           # APR: times each parent call after a join appears per epoch (see training_sequences)
     order: str = "shuffled"        # how demonstrations list the kept moves: "shuffled" (the authors) or "game"
     join_weight: int = 1           # APR: loss weight of each parent call after a join, listed once (see training_sequences)
@@ -104,7 +105,13 @@ def demo_beam(cfg: TrainConfig, mode: str) -> int | None:
     return cfg.beam_apr if mode == "apr" else cfg.beam_sosp
 
 
-def search_config(mode: str, beam: int | None, order: str = "shuffled") -> search.SearchConfig:
+def demo_child_beam(cfg: TrainConfig, mode: str) -> int | None:
+    """The fixed beam of APR's children (None: drawn from the parent's beam..15, the authors')."""
+    return cfg.child_beam_apr if mode == "apr" else None
+
+
+def search_config(mode: str, beam: int | None, order: str = "shuffled",
+                  child_beam: int | None = None) -> search.SearchConfig:
     """The solver settings of a run's demonstrations: the authors' defaults, or a fixed beam.
 
     A fixed beam is the tiny preset's choice. With the authors' random beam (APR: 1..10 per
@@ -114,21 +121,25 @@ def search_config(mode: str, beam: int | None, order: str = "shuffled") -> searc
     window: a larger beam solves more problems but writes longer text, and a thread that outgrows
     the window fails."""
     config = replace(search.DEFAULTS[mode], order=order)
+    if child_beam:
+        config = replace(config, child_beam_min=child_beam, child_beam_max=child_beam)
     return replace(config, beam_min=beam, beam_max=beam) if beam else config
 
 
 def prepare_data(task: countdown.GameConfig, mode: str, n_train: int, n_val: int, data_dir: str = "data",
-                 seed: int = 0, workers: int = 1, log=print, beam: int | None = None, order: str = "shuffled") -> dict:
+                 seed: int = 0, workers: int = 1, log=print, beam: int | None = None, order: str = "shuffled",
+                 child_beam: int | None = None) -> dict:
     """Problems and demonstrations of a task, generated on first use and cached on disk."""
     paths = {split: countdown.problems_file(task, split, n, data_dir, seed, workers, log)
              for split, n in (("train", n_train), ("val", n_val))}
     for split in ("train", "val"):
         demos = paths[split].replace(".jsonl", f"_{mode}" + (f"_beam{beam}" if beam else "")
+                                     + (f"_child{child_beam}" if child_beam else "")
                                      + ("_game" if order == "game" else "") + ".jsonl")
         if not os.path.exists(demos):
             log(f"writing {mode} demonstrations -> {demos}")
             problems = countdown.read_problems(paths[split])
-            records = search.demonstrate_all(problems, mode, seed=seed, config=search_config(mode, beam, order),
+            records = search.demonstrate_all(problems, mode, seed=seed, config=search_config(mode, beam, order, child_beam),
                                              workers=workers, as_json=True)
             countdown.write_atomically(demos, (line for line, _ in records))
         paths[f"{split}_{mode}"] = demos
@@ -353,6 +364,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, help="steps between validation checks")
     parser.add_argument("--eval-problems", type=int, help="problems decoded greedily at each check, all val problems at the last (0: none)")
     parser.add_argument("--beam", type=int, help="fixed solver beam of the demonstrations (0: the authors' random beams)")
+    parser.add_argument("--child-beam", type=int, help="APR: fixed beam of the children's searches (0: the authors' parent beam..15)")
     parser.add_argument("--join-repeat", type=int, help="APR: copies of each parent call after a join per epoch")
     parser.add_argument("--join-weight", type=int, help="APR: loss weight of each parent call after a join")
     parser.add_argument("--order", choices=["shuffled", "game"], help="how demonstrations list the kept moves")
@@ -392,6 +404,10 @@ def train(args) -> int:
                                                 "eval_every", "eval_problems", "join_repeat", "order", "join_weight") if getattr(args, k) is not None}
     if args.beam is not None:  # --beam 0: the authors' random beams
         overrides[f"beam_{args.mode}"] = args.beam or None
+    if args.child_beam is not None:
+        if args.mode != "apr":
+            raise ValueError("--child-beam sets the beam of APR's children; SoS+ has none")
+        overrides["child_beam_apr"] = args.child_beam or None
     if overrides.get("join_repeat", 1) < 1 or overrides.get("join_weight", 1) < 1:
         raise ValueError("--join-repeat and --join-weight must be at least 1")
     cfg = replace(SFT_PRESETS[args.preset], **overrides)
@@ -417,12 +433,12 @@ def train(args) -> int:
     # data: rank 0 generates, the others wait for it
     if master:
         paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log,
-                             demo_beam(cfg, args.mode), cfg.order)
+                             demo_beam(cfg, args.mode), cfg.order, demo_child_beam(cfg, args.mode))
     if world > 1:
         dist.barrier()
     if not master:
         paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log,
-                             demo_beam(cfg, args.mode), cfg.order)
+                             demo_beam(cfg, args.mode), cfg.order, demo_child_beam(cfg, args.mode))
     train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
                                              args.mode, tokenizer, config.context, args.conditioning, cfg.join_repeat,
                                              cfg.join_weight)

@@ -298,6 +298,25 @@ def test_settings_change_the_search(problems):
     assert all(r["sequences"] == 1 for r in search.demonstrate_all(problems[:50], "apr", config=never))
 
 
+def test_a_fixed_child_beam_bounds_every_child_expansion(problems):
+    """child_beam_min = child_beam_max = c fixes the children's beam, below or above the parent's:
+    the record says c, and no expansion in a child keeps more than c successors (the authors'
+    default draws it from the parent's beam up, so a child beam of 2 under a parent beam of 4
+    exists only through this setting)."""
+    for parent, child in ((4, 2), (2, 4)):
+        config = replace(search.DEFAULTS["apr"], beam_min=parent, beam_max=parent,
+                         child_beam_min=child, child_beam_max=child)
+        records = [search.demonstrate(p, i, "apr", 0, config) for i, p in enumerate(problems[:60])]
+        assert all(r["child_beam_size"] == child for r in records)
+        kept = []
+        for r in records:
+            for spawn in r["trace_dict"]["sub_calls"]:
+                for child_trace in spawn:
+                    text = child_trace["main_calls"][-1]
+                    kept += [block.count("Exploring Operation") for block in text.split("Current State")[1:]]
+        assert kept and max(kept) <= child and max(kept) == child  # bounded, and reached
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line
 
@@ -331,6 +350,7 @@ def test_cli_output_is_identical_for_one_and_two_workers(tmp_path, capsys):
     ("", ["--beam-min", "6", "--beam-max", "2"], "--beam-min"),
     ("", ["--promising", "1.5"], "--promising"),
     ("", ["--limit", "-1"], "--limit"),
+    ("", ["--child-beam-min", "-1"], "--child-beam-min"),
 ])
 def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys, content, args, message):
     problems = tmp_path / "p.jsonl"

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -101,6 +102,9 @@ def test_each_mode_gets_its_own_demonstration_beam_and_a_fixed_beam_fixes_the_se
     assert (config.beam_min, config.beam_max) == (4, 4)
     assert train_sft.search_config("apr", None) == search.DEFAULTS["apr"]
     assert train_sft.search_config("sosp", 3, "game").order == "game"
+    children = train_sft.search_config("apr", 3, child_beam=4)  # APR's children get a beam of their own
+    assert (children.beam_min, children.child_beam_min, children.child_beam_max) == (3, 4, 4)
+    assert train_sft.demo_child_beam(replace(cfg, child_beam_apr=4), "sosp") is None
 
 
 def test_steps_cover_every_sequence_once_per_epoch_and_micro_batches_respect_the_budget():
@@ -172,6 +176,7 @@ def test_two_process_gloo_run_agrees_with_one_process(tmp_path, data_dir):
     (["--mode", "dfs"], "--mode sosp or --mode apr"),
     (["--mode", "apr", "--preset", "huge"], "unknown --preset"),
     (["--mode", "apr", "--resume"], "no checkpoint"),
+    (["--mode", "sosp", "--child-beam", "4"], "SoS+ has none"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, data_dir, args, message):
     assert train_sft.main(args + ["--out", str(tmp_path / "run"), "--data-dir", data_dir, "--quiet"]) == 2
