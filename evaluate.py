@@ -428,6 +428,7 @@ def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) ->
 # preset cut to a few steps on a few problems: CI runs it to check that the stages fit together.
 PIPELINES = {
     "tiny": {"preset": "tiny", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"], "eval": []},
+    "tiny3": {"preset": "tiny3", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"], "eval": []},
     "smoke": {"preset": "tiny",
               "sft": ["--eval-problems", "0", "--steps", "3", "--n-train", "200", "--n-val", "12", "--n-layer", "1",
                       "--no-compile", "--quiet"],
@@ -463,6 +464,11 @@ def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=prin
     stages = pipeline_stages(name, root, data_dir)
     for stage, run_dir, script, argv in stages:
         if os.path.exists(os.path.join(run_dir, "run.json")):
+            with open(os.path.join(run_dir, "run.json")) as f:
+                preset = json.load(f)["args"].get("preset")
+            if preset != PIPELINES[name]["preset"]:  # a run of another preset must not stand in for this one
+                raise ValueError(f"{run_dir} holds a finished run of preset {preset!r}, not "
+                                 f"{PIPELINES[name]['preset']!r}; move it away or pass another --out")
             out(f"== {stage}: finished before in {run_dir}, skipped")
             continue
         resume = ["--resume"] if os.path.exists(os.path.join(run_dir, "ckpt.pt")) else []

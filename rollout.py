@@ -1,7 +1,7 @@
 """
 The spawn/join inference engine: many rollouts decoded at once as rows of one KV cache.
 
-    python rollout.py --ckpt out/sft_apr_tiny/ckpt.pt --target 27 --nums 22 26 31 53 [--html tree.html]
+    python rollout.py --ckpt out/sft_apr_tiny/ckpt.pt --target 27 --nums 2 6 3 5 [--html tree.html]
 
 A rollout starts as one thread (the parent) holding the problem's prompt. Every engine step
 decodes one token for every running thread in one batched forward pass. When a parent's text

@@ -3,12 +3,13 @@ Supervised training from scratch on the solvers' demonstrations: SoS+ (serial) o
 
     python train_sft.py --mode apr --preset tiny            # generates its data on first use
     python train_sft.py --mode sosp --preset tiny --resume  # continue a killed run
+    python train_sft.py --mode apr --preset tiny3           # the earlier, 3-number CPU preset
     torchrun --nproc_per_node=2 train_sft.py --mode apr --preset small   # several GPUs (or CPU, gloo)
 
 What it does, in order:
 1. Data: problems (`countdown.py`) and demonstrations (`search.py`) for the preset's task, made
-   once and cached under `data/<task>/` (the tiny preset fixes the solver's beam: see
-   `search_config`).
+   once and cached under `data/<task>/` (the tiny presets fix the solver's beams, parents' and
+   children's: see `search_config`).
 2. Sequences: every LM call of a demonstration is one sequence (SoS+: one per problem; APR:
    every parent call and every child, `search.lm_calls`). The model is trained only on what it
    writes, EOS included; prompts, conditioning prefixes and join blocks are context. Sequences
@@ -87,13 +88,20 @@ SFT_PRESETS = {
     # one GPU: SFT about 27 min per mode at the rate measured on an H200 (README)
     "small": TrainConfig(n_train=200_000, batch_tokens=128 * 1024, micro_tokens=32768, steps=4000,
                          lr=3e-4, min_lr=3e-5, warmup=200, beta2=0.95, eval_every=500),
-    # a 2-core CPU in minutes: a smaller task (3 numbers, 500 validation problems), short sequences,
-    # a high learning rate; each method's solver beam is the one that solves the most problems
-    # within the tiny model's 384-token window (see the README: SoS+ 3, APR 5)
-    "tiny": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=25, target_min=10, target_max=50),
-                        n_train=20_000, n_val=500, batch_tokens=8192, micro_tokens=2048, steps=950,
+    # a 2-core CPU in about half an hour per method: the paper's 4 numbers, made small (1..10,
+    # target 10..30), a 768-token window per thread for both methods, and each method's solver
+    # the one that solves the most problems within it (README: SoS+ beam 2; APR beam 3 with
+    # children searching at beam 4). 1,900 steps: at 950 both methods stayed below 10% (README).
+    "tiny": TrainConfig(task=countdown.GameConfig(count=4, num_min=1, num_max=10, target_min=10, target_max=30),
+                        n_train=20_000, n_val=500, batch_tokens=8192, micro_tokens=2048, steps=1900,
                         lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=250, val_sequences=128,
-                        eval_problems=20, beam_sosp=3, beam_apr=5, join_repeat=2),
+                        eval_problems=20, beam_sosp=2, beam_apr=3, child_beam_apr=4, join_repeat=2),
+    # the earlier CPU preset: 3 numbers in 1..25, target 10..50, a 384-token window (SoS+ beam 3,
+    # APR 5); with 3 numbers the search is too shallow for APR to lead (README)
+    "tiny3": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=25, target_min=10, target_max=50),
+                         n_train=20_000, n_val=500, batch_tokens=8192, micro_tokens=2048, steps=950,
+                         lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=250, val_sequences=128,
+                         eval_problems=20, beam_sosp=3, beam_apr=5, join_repeat=2),
 }
 
 
@@ -114,7 +122,7 @@ def search_config(mode: str, beam: int | None, order: str = "shuffled",
                   child_beam: int | None = None) -> search.SearchConfig:
     """The solver settings of a run's demonstrations: the authors' defaults, or a fixed beam.
 
-    A fixed beam is the tiny preset's choice. With the authors' random beam (APR: 1..10 per
+    A fixed beam is the tiny presets' choice. With the authors' random beam (APR: 1..10 per
     problem) nothing in an APR parent's text says how many successors it will list before it
     spawns, so a greedy model cannot know when to stop; small models loop there. A fixed beam
     makes the stop countable. It is also how each method is given its best search for a context
@@ -177,7 +185,7 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
     APR tiny model a child reported the goal and the parent's answer still failed the verifier
     (in the cases we read, a miscopied path). A parent
     writes one such call per spawn against about five children, so repeating it shifts each
-    step's tokens toward the copy without adding steps. On the tiny preset, twice instead of
+    step's tokens toward the copy without adding steps. On the tiny3 preset, twice instead of
     once took greedy accuracy from 30.0% to 41.8% in one run each (a second seed of the twice run
     reached 33.0%); three and four times dropped it to 12.4% and 7.4% (README).
     `join_weight` instead lists such a call once and multiplies its mask, so its trained tokens
@@ -349,7 +357,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train a SoS+ or APR model from scratch on demonstrations.")
     # what to train
     parser.add_argument("--mode", required=True, help="sosp (serial) or apr (parallel)")
-    parser.add_argument("--preset", default="tiny", help="tiny (CPU), small (one GPU) or paper")
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU), tiny3 (the earlier 3-number CPU preset), small (one GPU) or paper")
     parser.add_argument("--out", default=None, help="run folder (default out/sft_<mode>_<preset>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     parser.add_argument("--conditioning", action="store_true",

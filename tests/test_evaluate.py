@@ -257,6 +257,13 @@ def test_reproduce_runs_every_stage_then_a_rerun_skips_them_all(tmp_path):
     assert E.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append) == 0
     assert sum("skipped" in line for line in lines) == 8
     assert json.loads((root / "pipeline.json").read_text())["stage_seconds"] == {}
+    # a finished run of another preset in a stage's folder is refused, not taken for this one's
+    run_json = root / "sft_sosp" / "run.json"
+    record = json.loads(run_json.read_text())
+    record["args"]["preset"] = "tiny3"
+    run_json.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="preset 'tiny3'"):
+        E.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append)
 
 
 def test_reproduce_an_unknown_pipeline_is_one_clear_line(tmp_path, capsys):

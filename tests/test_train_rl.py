@@ -178,7 +178,7 @@ def test_trained_log_probs_are_those_the_engine_sampled_with(sft_runs, monkeypat
     assert float(logp.sum()) == pytest.approx(sum(drawn), rel=1e-4)
 
 
-RL_RUN = ["--preset", "tiny", "--prompts", "2", "--group", "2", "--eval-every", "1", "--eval-problems", "2",
+RL_RUN = ["--preset", "tiny3", "--prompts", "2", "--group", "2", "--eval-every", "1", "--eval-problems", "2",
           "--quiet"]
 
 
