@@ -4,8 +4,6 @@ gradient for uninformative groups, short runs of main, resume, bad input."""
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch
 import model as M
 import train_rl
 import train_sft
-from conftest import TINY_SFT_RUN
+from conftest import TINY_SFT_RUN, run_torchrun
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,13 +262,11 @@ def test_two_process_gloo_run_trains_one_model_from_both_ranks_rollouts(tmp_path
     and DistributedDataParallel averages the gradients, so the run ends with one set of weights,
     different from the SFT model's."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback: no hostname lookup
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
-           os.path.join(root, "train_rl.py"), "--init", str(sft_runs / "apr"), "--steps", "2", "--prompts", "4",
-           "--group", "2", "--eval-problems", "0", "--quiet", "--device", "cpu",  # gloo: CPU tensors
-           "--out", str(tmp_path / "ddp")]
-    result = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    returncode, stderr = run_torchrun(
+        [os.path.join(root, "train_rl.py"), "--init", str(sft_runs / "apr"), "--steps", "2", "--prompts", "4",
+         "--group", "2", "--eval-problems", "0", "--quiet", "--device", "cpu",  # gloo: CPU tensors
+         "--out", str(tmp_path / "ddp")], cwd=root)
+    assert returncode == 0, stderr[-2000:]
     state = M.load_checkpoint(str(tmp_path / "ddp"))[2]
     assert state["step"] == 2 and len(state["steps_log"]) == 2
     init = M.load_checkpoint(str(sft_runs / "apr"))[2]["model"]

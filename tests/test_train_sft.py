@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -12,7 +10,7 @@ import torch
 import model as M
 import search
 import train_sft
-from conftest import TINY_SFT_RUN
+from conftest import TINY_SFT_RUN, run_torchrun
 from tokenizer import Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,11 +159,9 @@ def test_two_process_gloo_run_agrees_with_one_process(tmp_path, data_dir):
     the weights must match a single process accumulating all of them."""
     args = ["--mode", "apr", "--steps", "3", "--eval-every", "3", "--device", "cpu"]  # gloo: CPU tensors
     assert run(args, data_dir, tmp_path / "single") == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback: no hostname lookup
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           os.path.join(ROOT, "train_sft.py")] + args + TINY_SFT_RUN + ["--data-dir", data_dir, "--out", str(tmp_path / "ddp")]
-    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    returncode, stderr = run_torchrun([os.path.join(ROOT, "train_sft.py")] + args + TINY_SFT_RUN
+                                      + ["--data-dir", data_dir, "--out", str(tmp_path / "ddp")], cwd=ROOT)
+    assert returncode == 0, stderr[-2000:]
     single = torch.load(tmp_path / "single" / "ckpt.pt", weights_only=True)["model"]
     ddp = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)["model"]
     for name, tensor in single.items():
