@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+import countdown
 import model as M
 import search
 import train_sft
@@ -105,6 +106,21 @@ def test_each_mode_gets_its_own_demonstration_beam_and_a_fixed_beam_fixes_the_se
     assert train_sft.demo_child_beam(replace(cfg, child_beam_apr=4), "sosp") is None
 
 
+def test_a_beam_range_draws_every_beam_in_it_and_the_spawn_count_follows():
+    """--beam 2 --beam-max 4: each problem's beam is drawn from 2..4, all three occur, and an APR
+    parent that spawns lists at most its beam of children (the choice a model learns from this)."""
+    config = train_sft.search_config("apr", 2, child_beam=3, beam_max=4)
+    assert (config.beam_min, config.beam_max, config.child_beam_min) == (2, 4, 3)
+    assert train_sft.demo_beam_max(replace(train_sft.SFT_PRESETS["tiny"], beam_max_apr=4), "apr") == 4
+    assert train_sft.demo_beam_max(replace(train_sft.SFT_PRESETS["tiny"], beam_max_sosp=None), "sosp") is None
+    problems = countdown.generate_problems(60, game=countdown.GameConfig(count=4, num_max=10, target_min=10, target_max=30))
+    records = [search.demonstrate(p, i, "apr", 0, config) for i, p in enumerate(problems)]
+    assert {r["beam_size"] for r in records} == {2, 3, 4}
+    for r in records:
+        for spawn in r["trace_dict"]["sub_calls"]:
+            assert 1 <= len(spawn) <= r["beam_size"]
+
+
 def test_steps_cover_every_sequence_once_per_epoch_and_micro_batches_respect_the_budget():
     lengths = [5, 80, 13, 200, 7, 64, 64, 33] * 20
     steps = train_sft.epoch_steps(lengths, batch_tokens=1000, seed=3, epoch=0)
@@ -173,6 +189,8 @@ def test_two_process_gloo_run_agrees_with_one_process(tmp_path, data_dir):
     (["--mode", "apr", "--preset", "huge"], "unknown --preset"),
     (["--mode", "apr", "--resume"], "no checkpoint"),
     (["--mode", "sosp", "--child-beam", "4"], "SoS+ has none"),
+    (["--mode", "apr", "--beam", "3", "--beam-max", "2"], "needs a fixed --beam at or below it"),
+    (["--mode", "apr", "--beam", "0", "--beam-max", "4"], "needs a fixed --beam at or below it"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, data_dir, args, message):
     assert train_sft.main(args + ["--out", str(tmp_path / "run"), "--data-dir", data_dir, "--quiet"]) == 2
