@@ -173,7 +173,7 @@ def fits_windows(paths: list[str], windows: list[int], per_file: int = 1000) -> 
     fails."""
     from search import lm_calls, record_trace  # search.py needs no tokenizer; only this measurement needs both
     tok = Tokenizer()
-    print(f"| demonstrations | solved | longest thread, median / p90 | "
+    print("| demonstrations | solved | longest thread, median / p90 | "
           + " | ".join(f"solved within {w}" for w in windows) + " | tokens per problem, all calls | written by the model |")
     for path in paths:
         solved, longest, tokens, written = [], [], 0, 0
