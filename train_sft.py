@@ -133,9 +133,9 @@ def search_config(mode: str, beam: int | None, order: str = "shuffled",
     """The solver settings of a run's demonstrations: the authors' defaults, a fixed beam, or a
     small range of beams.
 
-    A fixed beam is tiny3's choice, and tiny's for SoS+. With the authors' random beam (APR: 1..10 per
-    problem) nothing in an APR parent's text says how many successors it will list before it
-    spawns, so a greedy model cannot know when to stop; small models loop there. A fixed beam
+    A fixed beam is tiny3's choice, and tiny's for SoS+. With the authors' random beam (APR:
+    1..10 per problem) nothing in an APR parent's text says how many successors it will list
+    before it spawns, so a greedy model cannot know when to stop; small models loop there. A fixed beam
     makes the stop countable. It is also how each method is given its best search for a context
     window: a larger beam solves more problems but writes longer text, and a thread that outgrows
     the window fails.
