@@ -111,14 +111,28 @@ def test_a_beam_range_draws_every_beam_in_it_and_the_spawn_count_follows():
     parent that spawns lists at most its beam of children (the choice a model learns from this)."""
     config = train_sft.search_config("apr", 2, child_beam=3, beam_max=4)
     assert (config.beam_min, config.beam_max, config.child_beam_min) == (2, 4, 3)
-    assert train_sft.demo_beam_max(replace(train_sft.SFT_PRESETS["tiny"], beam_max_apr=4), "apr") == 4
-    assert train_sft.demo_beam_max(replace(train_sft.SFT_PRESETS["tiny"], beam_max_sosp=None), "sosp") is None
+    tiny = train_sft.SFT_PRESETS["tiny"]  # the preset draws APR's beams and fixes SoS+'s
+    assert (train_sft.demo_beam_max(tiny, "apr"), train_sft.demo_beam_max(tiny, "sosp")) == (4, None)
     problems = countdown.generate_problems(60, game=countdown.GameConfig(count=4, num_max=10, target_min=10, target_max=30))
     records = [search.demonstrate(p, i, "apr", 0, config) for i, p in enumerate(problems)]
     assert {r["beam_size"] for r in records} == {2, 3, 4}
     for r in records:
         for spawn in r["trace_dict"]["sub_calls"]:
             assert 1 <= len(spawn) <= r["beam_size"]
+
+
+def test_beam_alone_fixes_the_beam_of_a_preset_that_draws_it(tmp_path, data_dir):
+    """--beam 3 on the tiny preset (APR beams drawn from 2..4) means a fixed beam of 3, as it
+    reads: the run's configuration has no range left, and its demonstrations are the fixed-beam
+    file; --beam-max alone keeps the preset's beam at the bottom of the range."""
+    for extra, beams, demos in ((["--beam", "3"], (3, None), "_apr_beam3_child4.jsonl"),
+                                (["--beam-max", "3"], (2, 3), "_apr_beam2-3_child4.jsonl")):
+        out = tmp_path / "-".join(extra)
+        assert run(["--mode", "apr", "--preset", "tiny", "--steps", "1", "--n-train", "12", "--n-val", "4"] + extra,
+                   data_dir, out) == 0
+        cfg = json.loads((out / "run.json").read_text())["train_config"]
+        assert (cfg["beam_apr"], cfg["beam_max_apr"]) == beams
+        assert any(name.endswith(demos) for name in os.listdir(os.path.join(data_dir, "c4_n1-10_t10-30")))
 
 
 def test_steps_cover_every_sequence_once_per_epoch_and_micro_batches_respect_the_budget():
