@@ -7,6 +7,7 @@ Speed measurements of the project, each reported beside a baseline measured in t
     python bench.py --part model         # training throughput against the matmul peak
     python bench.py --part sft           # train_sft.py's loop on real demonstrations
     python bench.py --part rollout       # the engine against simpler decoders
+    python bench.py --part apr --ckpt out/tiny/sft_apr   # greedy APR decoding: keys in place vs gathered
 
 Parts:
 - `search`: problems/s of `countdown.py` and demonstrations/s of each solver in `search.py`
@@ -22,6 +23,10 @@ Parts:
   outside the model; what a join saves against re-prefilling the parent. On the best device
   there is (bf16 on CUDA, the clock read after the GPU finishes), with random weights of the
   `tiny` model or of `--rollout-preset`.
+- `apr`: greedy APR evaluation of a trained checkpoint (`--ckpt`, `--problems` validation
+  problems, 64 rows) with the KV cache's keys read in place (`KVCache.block_slack` 2, the
+  default) against gathered for every batch that is not exactly a block of rows (`block_slack`
+  1), the same problems and model in both; the greedy texts must be the same.
 - `model`: training tokens/s and model FLOP/s (6 per parameter per token plus attention) of a
   full training step of the `tiny` and `small` presets, beside this machine's own measured
   fp32 matmul FLOP/s, so the fraction of peak is visible.
@@ -330,7 +335,38 @@ def bench_sft(presets: list[str], steps: int) -> None:
                   f"{warmup:>10.0f}s{padding:>8.1%}")
 
 
-PARTS = {"search": bench_search, "model": bench_model, "rollout": bench_rollout, "sft": bench_sft}
+def bench_apr(ckpt: str, n: int, repeats: int) -> None:
+    import os
+
+    import model as M
+    from rollout import Engine
+    if not os.path.exists(M.checkpoint_path(ckpt)):
+        print(f"== apr: no checkpoint at {ckpt} (train one: python train_sft.py --mode apr), skipped")
+        return
+    gpt, tok, state = M.load_checkpoint(ckpt, M.pick_device(None))
+    if state["args"].get("mode") != "apr":
+        print(f"== apr: {ckpt} is not an APR model, skipped")
+        return
+    task = countdown.GameConfig(**state["train_config"]["task"])
+    problems = countdown.read_problems(countdown.problems_file(task, "val", n, state["args"].get("data_dir", "data")))
+    print(f"== apr: greedy decoding of {n} validation problems by {ckpt}, 64 rows")
+    texts, rates = {}, {}
+    for slack in (1.0, 2.0):
+        M.KVCache.block_slack = slack
+        engine = Engine(gpt, tok, parallel=True, max_rows=64)
+        best = 0.0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            results = engine.run(problems)
+            best = max(best, sum(r["total_tokens"] for r in results) / (time.perf_counter() - start))
+        texts[slack], rates[slack] = [r["text"] for r in results], best
+    M.KVCache.block_slack = 2.0
+    print(f"keys gathered (block_slack 1): {rates[1.0]:>7,.0f} tokens/s")
+    print(f"keys in place (block_slack 2): {rates[2.0]:>7,.0f} tokens/s -> {rates[2.0] / rates[1.0]:.2f}x; "
+          f"same greedy texts: {texts[1.0] == texts[2.0]}")
+
+
+PARTS = {"apr": bench_apr, "search": bench_search, "model": bench_model, "rollout": bench_rollout, "sft": bench_sft}
 
 
 def main(argv=None) -> int:
@@ -344,6 +380,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-tokens", type=int, default=8192, help="model: tokens per training step")
     parser.add_argument("--rows", type=int, default=64, help="rollout: rollouts decoded together")
     parser.add_argument("--new-tokens", type=int, default=256, help="rollout: tokens each rollout decodes")
+    parser.add_argument("--ckpt", default="out/tiny/sft_apr", help="apr: a trained APR run folder")
+    parser.add_argument("--problems", type=int, default=32, help="apr: validation problems decoded")
     parser.add_argument("--rollout-preset", default="tiny", help="rollout: model preset (random weights)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.repeats < 1:
@@ -357,6 +395,8 @@ def main(argv=None) -> int:
             bench_rollout(args.rows, args.new_tokens, args.rollout_preset)
         elif part == "sft":
             bench_sft(args.presets, args.steps)
+        elif part == "apr":
+            bench_apr(args.ckpt, args.problems, args.repeats)
     return 0
 
 

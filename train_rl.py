@@ -75,6 +75,7 @@ class RLConfig:
     max_rows: int = 256            # KV-cache rows of the rollout engine
     eval_every: int = 10           # steps between validation checks
     eval_problems: int = 200       # validation problems decoded greedily at each check (first and last: all)
+    skip_uniform_groups: bool = False  # train no sequence of zero advantage (see `sequences_to_train`)
 
 
 RL_PRESETS = {
@@ -88,7 +89,7 @@ RL_PRESETS = {
     # nearly cancel inside the group (its advantages sum to zero), so less of the update is noise
     # on tokens the samples agree on.
     "tiny3": RLConfig(prompts=32, group=8, steps=8, lr=3e-5, warmup=2, temperature=0.5, micro_tokens=4096,
-                      eval_every=4, eval_problems=0),
+                      eval_every=4, eval_problems=0, skip_uniform_groups=True),
 }
 # the tiny preset's RL, sized for a 2-core CPU: a 4-number APR rollout is 2.3 times as long as a
 # 3-number one (1,529 against 672 tokens in all threads), so a quarter of tiny3's problems per
@@ -130,6 +131,17 @@ def rollout_sequences(results: list[dict], advantage: torch.Tensor) -> list[dict
             sequences.append({"ids": tokens, "mask": mask, "advantage": float(advantage[k]),
                               "rollout_size": len(calls), "rollout": k})
     return sequences
+
+
+def sequences_to_train(sequences: list[dict]) -> list[dict]:
+    """The sequences worth a forward and backward pass: those of non-zero advantage. A group whose
+    rewards are all equal (on a small model, most often all 0) has zero advantage, so its sequences
+    add nothing to the policy gradient; all they would add is their KL term, at the authors' beta
+    (0.001 for APR) a pull too small to pay for half the training time. The loss still divides by
+    the number of all sequences, so the policy gradient is exactly that of the full batch (tested).
+    One sequence stays when none has an advantage, so that every DDP rank joins the all-reduce."""
+    kept = [s for s in sequences if s["advantage"] != 0]
+    return kept or sequences[:1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-problems", type=int,
                         help="problems decoded greedily at each check between the first and last (0: none)")
     parser.add_argument("--n-val", type=int, help="validation problems at the first and last check (default: the SFT run's)")
+    parser.add_argument("--skip-uniform-groups", action=argparse.BooleanOptionalAction, default=None,
+                        help="train only sequences of non-zero advantage (the tiny presets do; the paper's do not)")
     parser.add_argument("--same-prompts", action="store_true",
                         help="a check, not training: every step draws the first step's prompts, so the "
                              "sampled reward on them must climb if the gradient is right")
@@ -238,7 +252,7 @@ def train(args) -> int:
     if args.preset not in RL_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(RL_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "warmup", "temperature",
-                                                "beta", "eval_every", "eval_problems") if getattr(args, k) is not None}
+                                                "beta", "eval_every", "eval_problems", "skip_uniform_groups") if getattr(args, k) is not None}
     cfg = replace(RL_PRESETS[args.preset], **overrides)
     if args.algo == "grpo" and cfg.group < 2:
         raise ValueError(f"GRPO needs --group of at least 2: its advantages compare the rollouts of one problem "
@@ -285,7 +299,8 @@ def train(args) -> int:
     parallel = mode == "apr"
     log(f"RL ({args.algo}) of the {mode} model {args.init}: {cfg.prompts} prompts x {cfg.group} rollouts per step, "
         f"{cfg.steps} steps, lr {cfg.lr:g} (warmup {cfg.warmup}), temperature {cfg.temperature:g}, beta {beta:g}, "
-        f"{inner} inner step(s); {world} process(es) on {device.type}")
+        f"{inner} inner step(s){'; zero-advantage sequences skipped' if cfg.skip_uniform_groups else ''}; "
+        f"{world} process(es) on {device.type}")
 
     def validate(full: bool) -> dict:
         began = time.time()
@@ -326,9 +341,11 @@ def train(args) -> int:
 
         # 2. the frozen reference's log-probs, for the KL term
         began = time.time()
+        counts = torch.tensor([len(sequences)], dtype=torch.float64, device=device)  # the loss divides by all
+        if cfg.skip_uniform_groups:
+            sequences = sequences_to_train(sequences)
         lengths = [len(s["ids"]) - 1 for s in sequences]
         batches = micro_batches(range(len(sequences)), lengths, cfg.micro_tokens)
-        counts = torch.tensor([len(sequences)], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(counts)
         n_sequences = int(counts)
@@ -369,6 +386,7 @@ def train(args) -> int:
         entry = {"step": step, "reward": float(rewards.float().mean()), "loss": totals["loss"] / inner,
                  "kl": totals["kl"] / max(1, len(sequences) * inner),
                  "clipped": totals["clipped"] / max(1, totals["tokens"]),
+                 "sequences": n_sequences, "trained_sequences": len(sequences),
                  "children": sum(r["children"] for r in results) / len(results),
                  "total_tokens": sum(r["total_tokens"] for r in results) / len(results),
                  "rollout_seconds": rollout_seconds, "train_seconds": train_seconds}
@@ -377,7 +395,7 @@ def train(args) -> int:
             elapsed = time.time() - started
             eta = elapsed / (step - first_step) * (cfg.steps - step)
             log(f"step {step}/{cfg.steps} | reward {entry['reward']:.3f} | kl {entry['kl']:.4f} | "
-                f"clipped {entry['clipped']:.1%} | children {entry['children']:.2f} | tokens {entry['total_tokens']:,.0f} | "
+                f"clipped {entry['clipped']:.1%} | trained {len(sequences)}/{n_sequences} | children {entry['children']:.2f} | tokens {entry['total_tokens']:,.0f} | "
                 f"rollouts {rollout_seconds:.0f} s, training {train_seconds:.0f} s | ETA {eta / 60:.1f} min")
         last = step == cfg.steps
         if last or (cfg.eval_every and step % cfg.eval_every == 0):

@@ -115,6 +115,36 @@ def test_groups_with_identical_rewards_give_zero_policy_gradient(advantage, zero
     assert (largest == 0) == zero
 
 
+def test_skipping_zero_advantage_sequences_leaves_the_policy_gradient_unchanged():
+    """Training only the sequences of non-zero advantage, with the loss still divided by the count
+    of all, gives the full batch's gradient when there is no KL term; with a KL term it differs
+    (the zero-advantage sequences' KL is what is dropped), so the comparison can fail."""
+    from tokenizer import Tokenizer
+    tok = Tokenizer()
+    torch.manual_seed(0)
+    model = M.GPT(M.GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_embd=32, n_head=2, mlp_hidden=48, context=64))
+    sequences = random_sequences(tok, 2, 0.0) + random_sequences(tok, 2, 1.5) + random_sequences(tok, 1, -0.5)
+    kept = train_rl.sequences_to_train(sequences)
+    assert [s["advantage"] for s in kept] == [1.5, 1.5, -0.5]
+    assert len(train_rl.sequences_to_train(random_sequences(tok, 3, 0.0))) == 1  # one stays for DDP's all-reduce
+
+    def gradient(subset, beta):
+        model.zero_grad()
+        batch = list(range(len(subset)))
+        with torch.no_grad():
+            old, _ = train_rl.token_logprobs(model, subset, batch, tok.pad_id, torch.device("cpu"))
+        logp, trained = train_rl.token_logprobs(model, subset, batch, tok.pad_id, torch.device("cpu"))
+        ref = old - 0.3  # a reference model that differs from the policy on every token
+        loss, _ = train_rl.rl_loss(logp, old, ref, trained, torch.tensor([s["advantage"] for s in subset]),
+                                   torch.tensor([float(s["rollout_size"]) for s in subset]), len(sequences),
+                                   clip_ratio=0.2, beta=beta, algo="grpo")
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    assert torch.allclose(gradient(sequences, 0.0), gradient(kept, 0.0), atol=1e-7)
+    assert not torch.allclose(gradient(sequences, 0.5), gradient(kept, 0.5), atol=1e-7)
+
+
 # ---------------------------------------------------------------------------------------------
 # Runs of main
 
