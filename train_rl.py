@@ -93,8 +93,8 @@ RL_PRESETS = {
 }
 # the tiny preset's RL, sized for a 2-core CPU: a 4-number APR rollout is 2.3 times as long as a
 # 3-number one (1,529 against 672 tokens in all threads), so a quarter of tiny3's problems per
-# step: 8 problems x 8 samples, 6 steps, no warmup; 10.4 minutes for APR, 3.4 for SoS+ (README)
-RL_PRESETS["tiny"] = replace(RL_PRESETS["tiny3"], prompts=8, steps=6, warmup=1)
+# step, 8 problems x 8 samples, and as many steps as fit in 20 minutes of APR (README)
+RL_PRESETS["tiny"] = replace(RL_PRESETS["tiny3"], prompts=8, steps=14, warmup=1)
 PAPER_BETA = {"apr": 0.001, "sosp": 0.01}
 
 
