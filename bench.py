@@ -350,7 +350,7 @@ def bench_apr(ckpt: str, n: int, repeats: int) -> None:
     task = countdown.GameConfig(**state["train_config"]["task"])
     problems = countdown.read_problems(countdown.problems_file(task, "val", n, state["args"].get("data_dir", "data")))
     print(f"== apr: greedy decoding of {n} validation problems by {ckpt}, 64 rows")
-    texts, rates = {}, {}
+    texts, rates, default = {}, {}, M.KVCache.block_slack
     for slack in (1.0, 2.0):
         M.KVCache.block_slack = slack
         engine = Engine(gpt, tok, parallel=True, max_rows=64)
@@ -360,7 +360,7 @@ def bench_apr(ckpt: str, n: int, repeats: int) -> None:
             results = engine.run(problems)
             best = max(best, sum(r["total_tokens"] for r in results) / (time.perf_counter() - start))
         texts[slack], rates[slack] = [r["text"] for r in results], best
-    M.KVCache.block_slack = 2.0
+    M.KVCache.block_slack = default
     print(f"keys gathered (block_slack 1): {rates[1.0]:>7,.0f} tokens/s")
     print(f"keys in place (block_slack 2): {rates[2.0]:>7,.0f} tokens/s -> {rates[2.0] / rates[1.0]:.2f}x; "
           f"same greedy texts: {texts[1.0] == texts[2.0]}")

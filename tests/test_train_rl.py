@@ -210,12 +210,24 @@ RL_RUN = ["--preset", "tiny3", "--prompts", "2", "--group", "2", "--eval-every",
           "--quiet"]
 
 
-@pytest.mark.parametrize("mode, algo", [("apr", "grpo"), ("sosp", "grpo"), ("apr", "reinforce")])
-def test_two_step_run_writes_an_rl_checkpoint_that_evaluation_reads(tmp_path, sft_runs, mode, algo):
+@pytest.mark.parametrize("mode, algo, skip", [("apr", "grpo", False), ("sosp", "grpo", False),
+                                             ("apr", "reinforce", False), ("apr", "grpo", True)])
+def test_two_step_run_writes_an_rl_checkpoint_that_evaluation_reads(tmp_path, sft_runs, mode, algo, skip):
     out = tmp_path / "rl"
     assert train_rl.main(RL_RUN + ["--init", str(sft_runs / mode), "--algo", algo, "--steps", "2",
-                                   "--out", str(out)]) == 0
+                                   "--out", str(out)] + (["--skip-uniform-groups"] if skip else [])) == 0
     results = json.loads((out / "run.json").read_text())
+    # every sequence trained, or (skipping) only those of non-zero advantage: a two-step SFT model
+    # solves nothing, so every group's rewards are all 0 and one sequence alone is trained
+    assert results["rl_config"]["skip_uniform_groups"] == skip
+    for s in results["steps"]:
+        if not skip:
+            assert s["trained_sequences"] == s["sequences"]
+        elif s["reward"] == 0:
+            assert s["trained_sequences"] == 1
+        else:
+            assert 1 <= s["trained_sequences"] <= s["sequences"]
+    assert not skip or any(s["reward"] == 0 for s in results["steps"])
     assert [h["step"] for h in results["history"]] == [0, 1, 2]
     assert [h["rollouts"] for h in results["history"]] == [8, 2, 8]  # all 8 val problems first and last
     assert len(results["steps"]) == 2 and all(0 <= s["reward"] <= 1 for s in results["steps"])
