@@ -125,7 +125,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, cache=None, layer=0, rows=None, starts=None):
+    def forward(self, x, cos, sin, cache=None, layer=0, layout=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, H, T, D)
@@ -134,7 +134,7 @@ class Attention(nn.Module):
         if cache is None:  # training: plain causal attention over this sequence
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            y = cache.attend(layer, rows, starts, q, k, v)
+            y = cache.attend(layer, layout, q, k, v)
         # (B, H, T, D) -> (B, T, C)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -220,12 +220,13 @@ class KVCache:
         self.lengths[row] = length
 
     # a batch's rows that lie within a block of at most this many times as many rows are attended
-    # in place; otherwise they are gathered (see `attend`). 1.0 gathers unless the rows are contiguous.
+    # in place; otherwise they are gathered (see `layout`). 1.0 gathers unless the rows are contiguous.
     block_slack = 2.0
 
-    def attend(self, layer: int, rows, starts, q, k, v):
-        """Write new keys and values (B, H, T, D) at slots starts[b] + t of rows[b], then attend:
-        query t of row b sees exactly slots 0 .. starts[b] + t of its row. Returns (B, H, T, D).
+    def layout(self, rows, starts, T: int) -> dict:
+        """Where a forward pass writes and reads the cache, worked out once for all its layers:
+        T new tokens of row rows[b] go to slots starts[b] + t, and query t sees exactly slots
+        0 .. starts[b] + t of its row.
 
         Where the keys are read from is the cost on a CPU. Gathering the batch's rows
         (`self.k[layer, rows]`) copies every key and value of every row at every layer and every
@@ -233,30 +234,42 @@ class KVCache:
         rows, one CPU thread), more than the model's arithmetic. The cache's own block of rows
         lo..hi is a view, copied by nothing, so when the batch's rows fill most of such a block
         (running threads hold rows near each other: rows are handed out lowest first), the
-        queries are placed in the block, attention runs over all of it, and the outputs of the
-        batch's rows are picked back out. Rows of the block outside the batch attend
-        to their own stale slots, and their outputs are dropped."""
-        B, H, T, D = k.shape
-        slots = starts[:, None] + torch.arange(T, device=k.device)  # (B, T)
+        queries are placed in the block (`place`), attention runs over all of it, and the outputs
+        of the batch's rows are picked back out. Rows of the block outside the batch attend to
+        their own stale slots, and their outputs are dropped."""
+        B = len(rows)
+        slots = starts[:, None] + torch.arange(T, device=rows.device)  # (B, T)
+        span = int(starts.max()) + T  # no row needs keys beyond this slot
+        mask = torch.arange(span, device=rows.device)[None, None, :] <= slots[:, :, None]  # (B, T, L)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        plan = {"rows": rows, "slots": slots, "span": span, "block": None, "place": None}
+        if hi - lo > self.block_slack * B:  # rows too scattered: gather them
+            return {**plan, "mask": mask[:, None]}
+        if hi - lo == B and bool((rows[1:] > rows[:-1]).all()):  # the batch is the block, in order
+            return {**plan, "block": (lo, hi), "mask": mask[:, None]}
+        mask_block = torch.ones((hi - lo, T, span), dtype=torch.bool, device=rows.device)
+        mask_block[rows - lo] = mask
+        return {**plan, "block": (lo, hi), "place": rows - lo, "mask": mask_block[:, None]}
+
+    def attend(self, layer: int, layout: dict, q, k, v):
+        """Write new keys and values (B, H, T, D) where `layout` says, then attend as it says;
+        returns (B, H, T, D)."""
+        rows, slots, span = layout["rows"], layout["slots"], layout["span"]
         # advanced indices around a slice put their dims first: the target is (B, T, H, D)
         self.k[layer][rows[:, None], :, slots] = k.transpose(1, 2).to(self.k.dtype)
         self.v[layer][rows[:, None], :, slots] = v.transpose(1, 2).to(self.v.dtype)
-        span = int(starts.max()) + T  # no row needs keys beyond this slot
-        mask = torch.arange(span, device=k.device)[None, None, :] <= slots[:, :, None]  # (B, T, L)
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        if hi - lo > self.block_slack * B:  # rows too scattered: gather them
+        if layout["block"] is None:
             keys, values = self.k[layer, rows, :, :span], self.v[layer, rows, :, :span]
-            return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask[:, None])
-        keys, values = self.k[layer, lo:hi, :, :span], self.v[layer, lo:hi, :, :span]
-        if hi - lo == B and bool((rows[1:] > rows[:-1]).all()):  # the batch is the block, in order
-            return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask[:, None])
-        place = rows - lo
-        q_block = q.new_zeros((hi - lo, H, T, D))
-        q_block[place] = q
-        mask_block = torch.ones((hi - lo, T, span), dtype=torch.bool, device=k.device)
-        mask_block[place] = mask
-        y = F.scaled_dot_product_attention(q_block, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask_block[:, None])
-        return y[place]
+        else:
+            lo, hi = layout["block"]
+            keys, values = self.k[layer, lo:hi, :, :span], self.v[layer, lo:hi, :, :span]
+        place = layout["place"]
+        if place is not None:
+            q_block = q.new_zeros((hi - lo, *q.shape[1:]))
+            q_block[place] = q
+            q = q_block
+        y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=layout["mask"])
+        return y if place is None else y[place]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +333,7 @@ class GPT(nn.Module):
                 raise ValueError(f"position {int(positions.max())} is beyond the context of {self.config.context}")
             # (B, T, D/2) -> (B, 1, T, D/2): the same angle for every head
             cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
-            cache_args = dict(cache=kv_cache, rows=rows, starts=starts)
+            cache_args = dict(cache=kv_cache, layout=kv_cache.layout(rows, starts, T))  # once for all layers
         x = self.embed(idx)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, layer=layer, **cache_args) if cache_args else block(x, cos, sin)

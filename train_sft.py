@@ -465,16 +465,15 @@ def train(args) -> int:
     config = M.preset(args.preset, vocab_size=tokenizer.vocab_size, **model_overrides)
 
     # data: rank 0 generates, the others wait for it
+    demos = dict(beam=demo_beam(cfg, args.mode), order=cfg.order, child_beam=demo_child_beam(cfg, args.mode),
+                 beam_max=demo_beam_max(cfg, args.mode))
     if master:
         paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log,
-                             demo_beam(cfg, args.mode), cfg.order, demo_child_beam(cfg, args.mode),
-                             demo_beam_max(cfg, args.mode))
+                             **demos)
     if world > 1:
         dist.barrier()
     if not master:
-        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log,
-                             demo_beam(cfg, args.mode), cfg.order, demo_child_beam(cfg, args.mode),
-                             demo_beam_max(cfg, args.mode))
+        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log, **demos)
     train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
                                              args.mode, tokenizer, config.context, args.conditioning, cfg.join_repeat,
                                              cfg.join_weight)
