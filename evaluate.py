@@ -7,6 +7,7 @@ paper's figures drawn from our own runs.
     python evaluate.py --ckpt out/sft_sosp_tiny --samples 8 --temperature 1.0   # cons@8, pass@8
     python evaluate.py --ckpt out/sft_apr_tiny --sweep              # APR: 0..10 conditioned children
     python evaluate.py --compare out/sft_sosp_tiny out/sft_apr_tiny # table + figures of several runs
+    python evaluate.py --paired out/sft_apr_tiny out/rl_apr_a out/rl_apr_b  # runs vs their base, paired
     python evaluate.py --reproduce tiny     # the whole pipeline: data, SFT, RL, evaluation, table, figures
 
 Each evaluation prints a table and writes `<run>/eval_<split>[...].json`; `--compare` reads those
@@ -80,6 +81,23 @@ def paired_change(before: list[int], after: list[int]) -> dict:
     n, k = gained + lost, min(gained, lost)
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
     return {"gained": gained, "lost": lost, "p": p}
+
+
+def mean_change(before: list[int], afters: list[list[int]], resamples: int = 10_000, seed: int = 0) -> dict:
+    """How several runs made from the same model (RL with different seeds, say) moved the same
+    problems on average: the mean change in accuracy in points, and a 95% bootstrap interval
+    that resamples the problems. One RL run gains and loses dozens of problems by chance, so a
+    2-point effect hides in any one McNemar test; the mean of a few runs has less of that noise.
+    The interval covers the problems' noise and the runs' own only as far as it shows per
+    problem: the runs are taken as given, not as a sample of all the seeds there could be."""
+    import numpy as np
+    if not afters or any(len(a) != len(before) for a in afters):
+        raise ValueError(f"paired results need the same problems ({len(before)} vs {[len(a) for a in afters]})")
+    per_problem = np.mean(np.array(afters, dtype=float), axis=0) - np.array(before, dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(before), size=(resamples, len(before)))
+    low, high = np.percentile(per_problem[draws].mean(axis=1), [2.5, 97.5])
+    return {"points": 100 * float(per_problem.mean()), "low": 100 * float(low), "high": 100 * float(high),
+            "runs": len(afters)}
 
 
 def majority_vote(results: list[dict]) -> dict | None:
@@ -532,6 +550,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true",
                         help="APR: every child budget 0..10 (needs --conditioning); SoS+: cons@1..8 at temperature 1.0")
     parser.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put side by side")
+    parser.add_argument("--paired", nargs="+", metavar="RUN",
+                        help="evaluated run folders, the base first: how each later run moved the base's "
+                             "problems, and the mean change over them")
     parser.add_argument("--out", default=None,
                         help="folder for --compare's table and figures (default out/compare); "
                              "with --reproduce, the root of the pipeline's runs (default out)")
@@ -546,6 +567,8 @@ def main(argv=None) -> int:
     try:
         if args.reproduce:
             return reproduce(args.reproduce, args.out or "out", args.data_dir)
+        if args.paired:
+            return paired(args.paired, args.split)
         if args.compare:
             return compare(args.compare, args.out or os.path.join("out", "compare"), args.split)
         if not args.ckpt:
@@ -554,6 +577,30 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
+
+
+def paired(run_dirs: list[str], split: str = "val", out=print) -> int:
+    """`--paired BASE RUN ...`: how each run moved the base run's problems (greedy), then the
+    mean over the runs (`mean_change`)."""
+    if len(run_dirs) < 2:
+        raise ValueError("--paired needs a base run and at least one run made from it")
+    correct = {}
+    for run in run_dirs:
+        metrics = load_reports(run, split)["greedy"]["metrics"]
+        if "correct" not in metrics:
+            raise ValueError(f"{run}'s evaluation predates per-problem results; rerun `python evaluate.py --ckpt {run}`")
+        correct[run] = metrics["correct"]
+    base, *runs = run_dirs
+    accuracy = {run: 100 * sum(c) / len(c) for run, c in correct.items()}
+    out(f"{base}: {accuracy[base]:.1f}% of {len(correct[base])} problems (the base)")
+    for run in runs:
+        change = paired_change(correct[base], correct[run])
+        out(f"{run}: {accuracy[run]:.1f}% ({accuracy[run] - accuracy[base]:+.1f}), "
+            f"+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g}")
+    mean = mean_change(correct[base], [correct[run] for run in runs])
+    out(f"mean over {mean['runs']} runs: {mean['points']:+.1f} points "
+        f"(95% bootstrap interval over problems {mean['low']:+.1f} to {mean['high']:+.1f})")
+    return 0
 
 
 def run_evaluation(args) -> int:

@@ -143,6 +143,37 @@ def test_paired_change_counts_gains_and_losses_and_gives_the_exact_mcnemar_p():
         E.paired_change([1], [1, 0])
 
 
+def test_mean_change_averages_the_runs_per_problem_and_brackets_it_by_resampling_problems():
+    """Two runs from one base, on four problems: per problem the runs' mean minus the base is
+    1, 1/2, 0 and -1/2, so the mean change is 25 points. Resampled problems can only average
+    between the extremes (-50 and +100), and the interval must hold the estimate."""
+    before, afters = [0, 0, 1, 1], [[1, 0, 1, 1], [1, 1, 1, 0]]
+    change = E.mean_change(before, afters)
+    assert change["points"] == 25.0 and change["runs"] == 2
+    assert -50 <= change["low"] < 25 < change["high"] <= 100
+    assert E.mean_change([0, 1, 0], [[0, 1, 0]] * 3) == {"points": 0.0, "low": 0.0, "high": 0.0, "runs": 3}
+    assert E.mean_change([0] * 5, [[1] * 5]) == {"points": 100.0, "low": 100.0, "high": 100.0, "runs": 1}
+    with pytest.raises(ValueError, match="same problems"):
+        E.mean_change([1, 0], [[1, 0], [1]])
+
+
+def test_paired_cli_compares_each_run_with_the_base_then_averages(tmp_path, capsys):
+    """Report files with per-problem results, as `--ckpt` writes them: each run's change
+    against the base, then the mean over runs."""
+    results = {"base": [0, 0, 1, 1], "a": [1, 0, 1, 1], "b": [1, 1, 1, 0]}
+    for run, correct in results.items():
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "eval_val.json").write_text(json.dumps({"metrics": {"correct": correct}}))
+    runs = [str(tmp_path / run) for run in results]
+    assert E.main(["--paired", *runs]) == 0
+    out = capsys.readouterr().out
+    assert "50.0% of 4 problems (the base)" in out
+    assert "75.0% (+25.0), +1/-0 problems" in out and "75.0% (+25.0), +2/-1 problems" in out
+    assert "mean over 2 runs: +25.0 points" in out
+    assert E.main(["--paired", runs[0]]) == 2  # a base alone: a one-line error
+    assert "at least one run" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line on a tiny random checkpoint
 
