@@ -183,10 +183,7 @@ class KVCache:
         shape = (config.n_layer, rows, config.n_head, self.max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        # the bookkeeping lives on the host even when keys and values are on a GPU: the engine and
-        # every forward pass read lengths as numbers, and reading them off a GPU would make the host
-        # wait for all queued work at each read (several times per layer before this was moved)
-        self.lengths = torch.zeros(rows, dtype=torch.long)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
         self.in_use = [False] * rows
 
     @property
@@ -211,10 +208,9 @@ class KVCache:
     def fork(self, source: int, targets) -> None:
         """Copy row `source` (its keys, values and length) into each of the `targets` rows."""
         n = int(self.lengths[source])
-        targets = torch.as_tensor(list(targets), dtype=torch.long)
-        on_device = targets.to(self.k.device, non_blocking=True)
-        self.k[:, on_device, :, :n] = self.k[:, source:source + 1, :, :n]
-        self.v[:, on_device, :, :n] = self.v[:, source:source + 1, :, :n]
+        targets = torch.as_tensor(list(targets), dtype=torch.long, device=self.k.device)
+        self.k[:, targets, :, :n] = self.k[:, source:source + 1, :, :n]
+        self.v[:, targets, :, :n] = self.v[:, source:source + 1, :, :n]
         self.lengths[targets] = n
 
     def truncate(self, row: int, length: int) -> None:
@@ -230,8 +226,7 @@ class KVCache:
     def layout(self, rows, starts, T: int) -> dict:
         """Where a forward pass writes and reads the cache, worked out once for all its layers:
         T new tokens of row rows[b] go to slots starts[b] + t, and query t sees exactly slots
-        0 .. starts[b] + t of its row. `rows` and `starts` are host tensors (like `lengths`), so
-        the plan's numbers cost no wait for a GPU; only the index tensors are sent to it.
+        0 .. starts[b] + t of its row.
 
         Where the keys are read from is the cost on a CPU. Gathering the batch's rows
         (`self.k[layer, rows]`) copies every key and value of every row at every layer and every
@@ -242,22 +237,19 @@ class KVCache:
         queries are placed in the block (`place`), attention runs over all of it, and the outputs
         of the batch's rows are picked back out. Rows of the block outside the batch attend to
         their own stale slots, and their outputs are dropped."""
-        B, device = len(rows), self.k.device
+        B = len(rows)
+        slots = starts[:, None] + torch.arange(T, device=rows.device)  # (B, T)
         span = int(starts.max()) + T  # no row needs keys beyond this slot
+        mask = torch.arange(span, device=rows.device)[None, None, :] <= slots[:, :, None]  # (B, T, L)
         lo, hi = int(rows.min()), int(rows.max()) + 1
-        in_order = hi - lo == B and bool((rows[1:] > rows[:-1]).all())  # the batch is the block
-        slots = (starts[:, None] + torch.arange(T)).to(device, non_blocking=True)  # (B, T)
-        mask = torch.arange(span, device=device)[None, None, :] <= slots[:, :, None]  # (B, T, L)
-        plan = {"rows": rows.to(device, non_blocking=True), "slots": slots, "span": span,
-                "block": None, "place": None}
+        plan = {"rows": rows, "slots": slots, "span": span, "block": None, "place": None}
         if hi - lo > self.block_slack * B:  # rows too scattered: gather them
             return {**plan, "mask": mask[:, None]}
-        if in_order:
+        if hi - lo == B and bool((rows[1:] > rows[:-1]).all()):  # the batch is the block, in order
             return {**plan, "block": (lo, hi), "mask": mask[:, None]}
-        place = (rows - lo).to(device, non_blocking=True)
-        mask_block = torch.ones((hi - lo, T, span), dtype=torch.bool, device=device)
-        mask_block[place] = mask
-        return {**plan, "block": (lo, hi), "place": place, "mask": mask_block[:, None]}
+        mask_block = torch.ones((hi - lo, T, span), dtype=torch.bool, device=rows.device)
+        mask_block[rows - lo] = mask
+        return {**plan, "block": (lo, hi), "place": rows - lo, "mask": mask_block[:, None]}
 
     def attend(self, layer: int, layout: dict, q, k, v):
         """Write new keys and values (B, H, T, D) where `layout` says, then attend as it says;
@@ -332,14 +324,13 @@ class GPT(nn.Module):
                 raise ValueError(f"position {T - 1} is beyond the context of {self.config.context}")
             cos, sin = self.cos[None, None, :T], self.sin[None, None, :T]  # (1, 1, T, D/2)
         else:  # each row continues from its own length
-            rows = torch.as_tensor(rows, dtype=torch.long).cpu()  # host bookkeeping, as the cache's
+            rows = torch.as_tensor(rows, dtype=torch.long, device=device)
             starts = kv_cache.lengths[rows]
-            end = int(starts.max()) + T
-            if end > kv_cache.max_len:
+            if int(starts.max()) + T > kv_cache.max_len:
                 raise ValueError(f"a row would exceed the cache's {kv_cache.max_len} slots")
-            if end > self.config.context:
-                raise ValueError(f"position {end - 1} is beyond the context of {self.config.context}")
-            positions = (starts[:, None] + torch.arange(T)).to(device, non_blocking=True)
+            positions = starts[:, None] + torch.arange(T, device=device)
+            if int(positions.max()) >= self.config.context:
+                raise ValueError(f"position {int(positions.max())} is beyond the context of {self.config.context}")
             # (B, T, D/2) -> (B, 1, T, D/2): the same angle for every head
             cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
             cache_args = dict(cache=kv_cache, layout=kv_cache.layout(rows, starts, T))  # once for all layers
@@ -349,10 +340,11 @@ class GPT(nn.Module):
         x = self.norm(x)
 
         if kv_cache is not None:
-            n_new = torch.full((B,), T) if n_new is None else torch.as_tensor(n_new, dtype=torch.long).cpu()
+            n_new = torch.full((B,), T, device=device) if n_new is None else \
+                torch.as_tensor(n_new, dtype=torch.long, device=device)
             kv_cache.lengths[rows] = starts + n_new
             if last_only:
-                x = x[torch.arange(B, device=device), (n_new - 1).to(device, non_blocking=True)]  # (B, C)
+                x = x[torch.arange(B, device=device), n_new - 1]  # (B, C)
             return self.head(x).float()
         logits = self.head(x).float()
         if targets is None:

@@ -231,7 +231,7 @@ class Engine:
             for b, t in enumerate(group):
                 idx[b, :len(t.pending)] = torch.tensor(t.pending)
             with M.autocast(self.device):
-                logits = self.model(idx.to(self.device, non_blocking=True), kv_cache=self.cache, rows=[t.row for t in group],
+                logits = self.model(idx.to(self.device), kv_cache=self.cache, rows=[t.row for t in group],
                                     n_new=[len(t.pending) for t in group], last_only=True)
             for b, t in enumerate(group):
                 out_of[id(t)] = logits[b]
