@@ -598,7 +598,7 @@ def paired(run_dirs: list[str], split: str = "val", out=print) -> int:
         out(f"{run}: {accuracy[run]:.1f}% ({accuracy[run] - accuracy[base]:+.1f}), "
             f"+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g}")
     mean = mean_change(correct[base], [correct[run] for run in runs])
-    out(f"mean over {mean['runs']} runs: {mean['points']:+.1f} points "
+    out(f"mean over {mean['runs']} run{'s' if mean['runs'] > 1 else ''}: {mean['points']:+.1f} points "
         f"(95% bootstrap interval over problems {mean['low']:+.1f} to {mean['high']:+.1f})")
     return 0
 
