@@ -88,8 +88,8 @@ def mean_change(before: list[int], afters: list[list[int]], resamples: int = 10_
     problems on average: the mean change in accuracy in points, and a 95% bootstrap interval
     that resamples the problems. One RL run gains and loses dozens of problems by chance, so a
     2-point effect hides in any one McNemar test; the mean of a few runs has less of that noise.
-    The interval covers the problems' noise and the runs' own only as far as it shows per
-    problem: the runs are taken as given, not as a sample of all the seeds there could be."""
+    Only the problems are resampled: the runs are taken as given, so how much a fourth seed
+    could differ from these three as a whole is not in the interval."""
     import numpy as np
     if not afters or any(len(a) != len(before) for a in afters):
         raise ValueError(f"paired results need the same problems ({len(before)} vs {[len(a) for a in afters]})")
@@ -437,6 +437,31 @@ def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) ->
     return 0
 
 
+def paired(run_dirs: list[str], split: str = "val", out=print) -> int:
+    """`--paired BASE RUN ...`: how each run moved the base run's problems (greedy), then the
+    mean over the runs (`mean_change`)."""
+    if len(run_dirs) < 2:
+        raise ValueError("--paired needs a base run and at least one run made from it")
+    correct = {}
+    for run in run_dirs:
+        metrics = load_reports(run, split)["greedy"]["metrics"]
+        if "correct" not in metrics:
+            raise ValueError(f"{run}'s evaluation predates per-problem results; rerun `python evaluate.py --ckpt {run}`")
+        correct[run] = metrics["correct"]
+    base, *runs = run_dirs
+    accuracy = {run: 100 * sum(c) / len(c) for run, c in correct.items()}
+    out(f"{base}: {accuracy[base]:.1f}% of {len(correct[base])} problems (the base)")
+    for run in runs:
+        change = paired_change(correct[base], correct[run])
+        out(f"{run}: {accuracy[run]:.1f}% ({accuracy[run] - accuracy[base]:+.1f}), "
+            f"+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g}")
+    mean = mean_change(correct[base], [correct[run] for run in runs])
+    out(f"mean over {mean['runs']} run{'s' if mean['runs'] > 1 else ''}: {mean['points']:+.1f} points "
+        f"(95% bootstrap interval over problems {mean['low']:+.1f} to {mean['high']:+.1f})")
+    return 0
+
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole pipeline in one command: data, SFT and RL for both methods, evaluation, comparison
 
@@ -572,35 +597,12 @@ def main(argv=None) -> int:
         if args.compare:
             return compare(args.compare, args.out or os.path.join("out", "compare"), args.split)
         if not args.ckpt:
-            raise ValueError("give --ckpt out/<run> to evaluate a run, or --compare RUN ... to compare runs")
+            raise ValueError("give --ckpt out/<run> to evaluate a run, --compare RUN ... to compare runs, "
+                             "or --paired BASE RUN ... to count what runs changed")
         return run_evaluation(args)
     except ValueError as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
-
-
-def paired(run_dirs: list[str], split: str = "val", out=print) -> int:
-    """`--paired BASE RUN ...`: how each run moved the base run's problems (greedy), then the
-    mean over the runs (`mean_change`)."""
-    if len(run_dirs) < 2:
-        raise ValueError("--paired needs a base run and at least one run made from it")
-    correct = {}
-    for run in run_dirs:
-        metrics = load_reports(run, split)["greedy"]["metrics"]
-        if "correct" not in metrics:
-            raise ValueError(f"{run}'s evaluation predates per-problem results; rerun `python evaluate.py --ckpt {run}`")
-        correct[run] = metrics["correct"]
-    base, *runs = run_dirs
-    accuracy = {run: 100 * sum(c) / len(c) for run, c in correct.items()}
-    out(f"{base}: {accuracy[base]:.1f}% of {len(correct[base])} problems (the base)")
-    for run in runs:
-        change = paired_change(correct[base], correct[run])
-        out(f"{run}: {accuracy[run]:.1f}% ({accuracy[run] - accuracy[base]:+.1f}), "
-            f"+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g}")
-    mean = mean_change(correct[base], [correct[run] for run in runs])
-    out(f"mean over {mean['runs']} run{'s' if mean['runs'] > 1 else ''}: {mean['points']:+.1f} points "
-        f"(95% bootstrap interval over problems {mean['low']:+.1f} to {mean['high']:+.1f})")
-    return 0
 
 
 def run_evaluation(args) -> int:
