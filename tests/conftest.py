@@ -43,3 +43,13 @@ def run_torchrun(script_args, cwd, timeout=300):
         stderr.seek(0)
         text = stderr.read()
     return returncode, text if returncode is not None else f"torchrun ran past {timeout} s\n{text}"
+
+
+def torchrun_failure(stderr: str) -> str:
+    """What to show when a torchrun test fails: the workers' own error lines first (a worker that
+    aborts prints its reason long before torchrun's report, which fills the end of stderr), then
+    the end of stderr."""
+    markers = ("Error", "error", "terminate called", "what()", "Exception", "Assertion")
+    causes = [line for line in stderr.splitlines() if any(m in line for m in markers)][:20]
+    return "\n".join(["error lines:", *causes, "...end of stderr:", stderr[-1500:]])
+

@@ -11,7 +11,7 @@ import torch
 import model as M
 import train_rl
 import train_sft
-from conftest import TINY_SFT_RUN, run_torchrun
+from conftest import TINY_SFT_RUN, run_torchrun, torchrun_failure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_two_process_gloo_run_trains_one_model_from_both_ranks_rollouts(tmp_path
         [os.path.join(root, "train_rl.py"), "--init", str(sft_runs / "apr"), "--steps", "2", "--prompts", "4",
          "--group", "2", "--eval-problems", "0", "--quiet", "--device", "cpu",  # gloo: CPU tensors
          "--out", str(tmp_path / "ddp")], cwd=root)
-    assert returncode == 0, stderr[-2000:]
+    assert returncode == 0, torchrun_failure(stderr)
     state = M.load_checkpoint(str(tmp_path / "ddp"))[2]
     assert state["step"] == 2 and len(state["steps_log"]) == 2
     init = M.load_checkpoint(str(sft_runs / "apr"))[2]["model"]

@@ -11,7 +11,7 @@ import countdown
 import model as M
 import search
 import train_sft
-from conftest import TINY_SFT_RUN, run_torchrun
+from conftest import TINY_SFT_RUN, run_torchrun, torchrun_failure
 from tokenizer import Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -191,7 +191,7 @@ def test_two_process_gloo_run_agrees_with_one_process(tmp_path, data_dir):
     assert run(args, data_dir, tmp_path / "single") == 0
     returncode, stderr = run_torchrun([os.path.join(ROOT, "train_sft.py")] + args + TINY_SFT_RUN
                                       + ["--data-dir", data_dir, "--out", str(tmp_path / "ddp")], cwd=ROOT)
-    assert returncode == 0, stderr[-2000:]
+    assert returncode == 0, torchrun_failure(stderr)
     single = torch.load(tmp_path / "single" / "ckpt.pt", weights_only=True)["model"]
     ddp = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)["model"]
     for name, tensor in single.items():
