@@ -461,7 +461,6 @@ def paired(run_dirs: list[str], split: str = "val", out=print) -> int:
     return 0
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The whole pipeline in one command: data, SFT and RL for both methods, evaluation, comparison
 

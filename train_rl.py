@@ -93,7 +93,8 @@ RL_PRESETS = {
 }
 # the tiny preset's RL, sized for a 2-core CPU: a 4-number APR rollout is 2.3 times as long as a
 # 3-number one (1,529 against 672 tokens in all threads), so a quarter of tiny3's problems per
-# step, 8 problems x 8 samples, and as many steps as fit in 20 minutes of APR (16.5 min; README);
+# step, 8 problems x 8 samples, and as many steps as fit in 20 minutes of APR (16.5 min on the
+# slower of our two CPUs, 10.1 on the other; README);
 # zero-advantage sequences untrained (41% of them in that run)
 RL_PRESETS["tiny"] = replace(RL_PRESETS["tiny3"], prompts=8, steps=14, warmup=1, skip_uniform_groups=True)
 PAPER_BETA = {"apr": 0.001, "sosp": 0.01}

@@ -50,6 +50,6 @@ def torchrun_failure(stderr: str) -> str:
     aborts prints its reason long before torchrun's report, which fills the end of stderr), then
     the end of stderr."""
     markers = ("Error", "error", "terminate called", "what()", "Exception", "Assertion")
-    causes = [line for line in stderr.splitlines() if any(m in line for m in markers)][:20]
+    causes = [line for line in stderr.splitlines()
+              if any(m in line for m in markers) and "error_file" not in line][:20]  # not torchrun's own report
     return "\n".join(["error lines:", *causes, "...end of stderr:", stderr[-1500:]])
-
