@@ -492,10 +492,39 @@ def pipeline_stages(name: str, root: str, data_dir: str) -> list[tuple]:
     return stages
 
 
+def stale_run(run_dir: str, script, argv: list[str]) -> str | None:
+    """Why what a stage's run folder holds was not made by the stage's command as it stands
+    (None: nothing there, or it was). A finished run must have been trained with the config the
+    command resolves to now (a preset changed since would otherwise pass as its result), and an
+    RL run, finished or started, must be newer than the SFT checkpoint it starts from."""
+    run_file = os.path.join(run_dir, "run.json")
+    started = [p for p in (run_file, os.path.join(run_dir, "ckpt.pt")) if os.path.exists(p)]
+    if not started:
+        return None
+    args = script.build_parser().parse_args(argv)
+    init = getattr(args, "init", None)  # RL's SFT run
+    if init and os.path.exists(init) and min(map(os.path.getmtime, started)) < os.path.getmtime(M.checkpoint_path(init)):
+        return f"was trained from an earlier {init}"
+    if not os.path.exists(run_file):
+        return None  # a started run: the stage resumes it
+    with open(run_file) as f:
+        run = json.load(f)
+    wanted = json.loads(json.dumps(script.recorded_config(args), default=str))  # as run.json stores it
+    changed = []
+    for part, value in wanted.items():
+        had = run.get(part)
+        if isinstance(value, dict) and isinstance(had, dict):
+            changed += [f"{k} {had.get(k)} (now {v})" for k, v in value.items() if had.get(k) != v]
+        elif had != value:
+            changed.append(f"{part} {had} (now {value})")
+    return f"holds a run trained otherwise: {', '.join(changed)}" if changed else None
+
+
 def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=print) -> int:
     """Run every stage of a pipeline, then evaluate and compare its four runs. A stage whose run
-    folder holds a finished run (`run.json`) is skipped and one with only a checkpoint resumes,
-    so the same command continues a killed pipeline."""
+    folder holds a finished run (`run.json`) of its config is skipped and one with only a
+    checkpoint resumes, so the same command continues a killed pipeline; a run made otherwise
+    (`stale_run`) stops it with a line saying so."""
     import train_rl
     import train_sft  # imported here: both import this file
     if name not in PIPELINES:
@@ -505,12 +534,10 @@ def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=prin
     began, seconds = time.time(), {}
     stages = pipeline_stages(name, root, data_dir)
     for stage, run_dir, script, argv in stages:
+        why_not = stale_run(run_dir, scripts[script], argv)
+        if why_not:  # a run made otherwise must not stand in for this stage, nor be overwritten
+            raise ValueError(f"{run_dir} {why_not}; move it away or pass another --out")
         if os.path.exists(os.path.join(run_dir, "run.json")):
-            with open(os.path.join(run_dir, "run.json")) as f:
-                preset = json.load(f)["args"].get("preset")
-            if preset != PIPELINES[name]["preset"]:  # a run of another preset must not stand in for this one
-                raise ValueError(f"{run_dir} holds a finished run of preset {preset!r}, not "
-                                 f"{PIPELINES[name]['preset']!r}; move it away or pass another --out")
             out(f"== {stage}: finished before in {run_dir}, skipped")
             continue
         resume = ["--resume"] if os.path.exists(os.path.join(run_dir, "ckpt.pt")) else []

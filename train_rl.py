@@ -93,9 +93,9 @@ RL_PRESETS = {
 }
 # the tiny preset's RL, sized for a 2-core CPU: a 4-number APR rollout is 2.3 times as long as a
 # 3-number one (1,529 against 672 tokens in all threads), so a quarter of tiny3's problems per
-# step, 8 problems x 8 samples, and as many steps as fit in 20 minutes of APR (16.5 min on the
-# slower of our two CPUs, 10.1 on the other; README);
-# zero-advantage sequences untrained (41% of them in that run)
+# step, 8 problems x 8 samples, and as many steps as fit in 20 minutes of APR (from the 1,900-step
+# SFT model 16.5 min on the slower of our two CPUs, 10.1 on the other; from the preset's 2,500-step
+# one 8.3 on the other; README); zero-advantage sequences untrained (41% of them in the first run)
 RL_PRESETS["tiny"] = replace(RL_PRESETS["tiny3"], prompts=8, steps=14, warmup=1, skip_uniform_groups=True)
 PAPER_BETA = {"apr": 0.001, "sosp": 0.01}
 
@@ -214,7 +214,7 @@ def step_problems(problems: list[dict], step: int, count: int, seed: int) -> lis
     return [problems[i] for i in rng.sample(range(len(problems)), count)]
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Reinforcement learning (GRPO or REINFORCE) from an SFT checkpoint, "
                                                  "over whole spawn/join thread trees.")
     parser.add_argument("--init", required=True, help="run folder or checkpoint of train_sft.py")
@@ -242,7 +242,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="prompt order and sampling")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--quiet", action="store_true", help="no per-step log lines")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return train(args)
     except ValueError as error:
@@ -250,8 +254,8 @@ def main(argv=None) -> int:
         return 2
 
 
-def train(args) -> int:
-    run_began = time.time()
+def rl_config(args) -> RLConfig:
+    """The preset with the command line's overrides."""
     if args.preset not in RL_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(RL_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "warmup", "temperature",
@@ -261,6 +265,18 @@ def train(args) -> int:
     if args.algo == "grpo" and cfg.group < 2:
         raise ValueError(f"GRPO needs --group of at least 2: its advantages compare the rollouts of one problem "
                          f"(got {cfg.group}); use --group 5, or --algo reinforce")
+    return cfg
+
+
+def recorded_config(args) -> dict:
+    """What fixes a run's result besides its SFT checkpoint, as its run.json records it:
+    `evaluate.py --reproduce` compares this with a finished run before letting it stand in for a stage."""
+    return {"rl_config": asdict(rl_config(args))}
+
+
+def train(args) -> int:
+    run_began = time.time()
+    cfg = rl_config(args)
     rank, world, device = setup_distributed(args.device)
     master = rank == 0
     # flushed lines: a log redirected to a file (nohup ... > out/run.log) shows progress as it happens

@@ -371,7 +371,7 @@ def setup_distributed(device_arg):
     return rank, world, device
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a SoS+ or APR model from scratch on demonstrations.")
     # what to train
     parser.add_argument("--mode", required=True, help="sosp (serial) or apr (parallel)")
@@ -414,7 +414,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-step log lines")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="torch.compile the training step (default on; --no-compile for quick runs)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return train(args)
     except ValueError as error:
@@ -422,8 +426,8 @@ def main(argv=None) -> int:
         return 2
 
 
-def train(args) -> int:
-    run_began = time.time()  # wall time counts data preparation too
+def train_config(args) -> TrainConfig:
+    """The preset with the command line's overrides: what the run trains on and how."""
     if args.mode not in ("sosp", "apr"):
         raise ValueError(f"unknown --mode {args.mode!r}; use --mode sosp or --mode apr")
     if args.preset not in SFT_PRESETS:
@@ -449,6 +453,25 @@ def train(args) -> int:
     if task:
         cfg = replace(cfg, task=replace(cfg.task, **task))
         cfg.task.validate()
+    return cfg
+
+
+def model_config(args, tokenizer: Tokenizer) -> M.GPTConfig:
+    """The preset's model with the command line's overrides."""
+    overrides = {k: v for k, v in (("n_layer", args.n_layer), ("n_embd", args.n_embd),
+                                   ("context", args.context)) if v is not None}
+    return M.preset(args.preset, vocab_size=tokenizer.vocab_size, **overrides)
+
+
+def recorded_config(args) -> dict:
+    """What fixes a run's result, as its run.json records it: `evaluate.py --reproduce` compares
+    this with a finished run before letting the run stand in for a stage."""
+    return {"train_config": asdict(train_config(args)), "model_config": asdict(model_config(args, Tokenizer(args.numbers)))}
+
+
+def train(args) -> int:
+    run_began = time.time()  # wall time counts data preparation too
+    cfg = train_config(args)
     run_dir = args.out or os.path.join("out", f"sft_{args.mode}_{args.preset}")
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     if args.resume and not os.path.exists(ckpt_path):
@@ -460,9 +483,7 @@ def train(args) -> int:
     # flushed lines: a log redirected to a file (nohup ... > out/run.log) shows progress as it happens
     log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
     tokenizer = Tokenizer(args.numbers)
-    model_overrides = {k: v for k, v in (("n_layer", args.n_layer), ("n_embd", args.n_embd),
-                                         ("context", args.context)) if v is not None}
-    config = M.preset(args.preset, vocab_size=tokenizer.vocab_size, **model_overrides)
+    config = model_config(args, tokenizer)
 
     # data: rank 0 generates, the others wait for it
     demos = dict(beam=demo_beam(cfg, args.mode), order=cfg.order, child_beam=demo_child_beam(cfg, args.mode),

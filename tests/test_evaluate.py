@@ -288,12 +288,22 @@ def test_reproduce_runs_every_stage_then_a_rerun_skips_them_all(tmp_path):
     assert E.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append) == 0
     assert sum("skipped" in line for line in lines) == 8
     assert json.loads((root / "pipeline.json").read_text())["stage_seconds"] == {}
-    # a finished run of another preset in a stage's folder is refused, not taken for this one's
+    # a finished run trained otherwise than the stage's command now says (a preset changed since)
+    # is refused and left as it was, not taken for the stage's result
     run_json = root / "sft_sosp" / "run.json"
     record = json.loads(run_json.read_text())
-    record["args"]["preset"] = "tiny3"
+    record["train_config"]["steps"] = 2  # smoke's command trains 3
     run_json.write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="preset 'tiny3'"):
+    with pytest.raises(ValueError, match=r"sft_sosp holds a run trained otherwise: steps 2 \(now 3\)"):
+        E.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append)
+    assert json.loads(run_json.read_text()) == record
+    record["train_config"]["steps"] = 3
+    run_json.write_text(json.dumps(record))
+    # an RL run older than the SFT checkpoint it should start from is refused too
+    sft_ckpt = root / "sft_apr" / "ckpt.pt"
+    later = os.path.getmtime(root / "rl_apr" / "run.json") + 60
+    os.utime(sft_ckpt, (later, later))
+    with pytest.raises(ValueError, match="rl_apr was trained from an earlier"):
         E.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append)
 
 
