@@ -95,7 +95,7 @@ RL_PRESETS = {
 # 3-number one (1,529 against 672 tokens in all threads), so a quarter of tiny3's problems per
 # step, 8 problems x 8 samples, and as many steps as fit in 20 minutes of APR (from the 1,900-step
 # SFT model 16.5 min on the slower of our two CPUs, 10.1 on the other; from the preset's 2,500-step
-# one 8.3 on the other; README); zero-advantage sequences untrained (41% of them in the first run)
+# one 8.3 and 9.2 on the other; README); zero-advantage sequences untrained (41% of them in the first run)
 RL_PRESETS["tiny"] = replace(RL_PRESETS["tiny3"], prompts=8, steps=14, warmup=1, skip_uniform_groups=True)
 PAPER_BETA = {"apr": 0.001, "sosp": 0.01}
 
