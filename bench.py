@@ -13,7 +13,7 @@ Parts:
 - `search`: problems/s of `countdown.py` and demonstrations/s of each solver in `search.py`
   (search plus JSON serialization, as the CLI does), with 1 and 2 worker processes. The
   authors' code wrote 136 problems/s, 1,200 SoS+ and 360 APR demonstrations/s on one core of
-  this kind of machine (figures from the project's issue tracker); the ratio against them is
+  a 2-core virtual machine (rates reported for their code, not re-run here); the ratio against them is
   printed, together with the measured scaling from 1 to 2 workers and the time the paper's
   500,000-problem set with both kinds of demonstrations would take at the 2-worker rates.
 - `sft`: training tokens/s of `train_sft.py`'s own loop (sequences, length-bucketed batches,
@@ -24,7 +24,7 @@ Parts:
   there is (bf16 on CUDA, the clock read after the GPU finishes), with random weights of the
   `tiny` model or of `--rollout-preset`.
 - `apr`: greedy APR evaluation of a trained checkpoint (`--ckpt`, `--problems` validation
-  problems, 64 rows) with the KV cache's keys read in place (`KVCache.block_slack` 2, the
+  problems, 64 rows) with the KV cache's keys read in place (`Engine(block_slack=2)`, the
   default) against gathered for every batch that is not exactly a block of rows (`block_slack`
   1), the same problems and model in both; the greedy texts must be the same.
 - `model`: training tokens/s and model FLOP/s (6 per parameter per token plus attention) of a
@@ -43,8 +43,7 @@ import time
 import countdown
 import search
 
-# The authors' per-core rates, as measured for the issue that set our targets (not re-run here:
-# their code is not part of this project).
+# The authors' per-core rates (not re-run here: their code is not part of this project).
 AUTHORS_PER_CORE = {"problems": 136.0, "sosp": 1200.0, "apr": 360.0}
 
 
@@ -269,7 +268,7 @@ def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny") -> None:
 
 def bench_sft(presets: list[str], steps: int) -> None:
     """SFT throughput per preset on real demonstrations of the preset's task, with train_sft's
-    own sequences, length-bucketed micro-batches, loss and optimizer: tokens/s computed (padding
+    own sequences and training step (`train_sft.train_step`): tokens/s computed (padding
     included) and the padding share, for each mode; eager, and through torch.compile as
     train_sft.py runs it by default (its compile time reported apart, left out of the rate)."""
     import torch
@@ -305,15 +304,9 @@ def bench_sft(presets: list[str], steps: int) -> None:
                 counts = {"computed": 0, "real": 0}
 
                 def step():
-                    chosen = stream.next()
-                    n_targets = sum(sum(sequences[i][1][1:]) for i in chosen)
-                    for batch in T.micro_batches(chosen, stream.lengths, micro):
-                        idx, targets = T.collate(sequences, batch, tok.pad_id, device)
-                        with M.autocast(device):
-                            loss = -forward(idx, targets, reduction="none").sum() / n_targets
-                        loss.backward()
-                        counts["computed"] += idx.numel()
-                        counts["real"] += sum(len(sequences[i][0]) - 1 for i in batch)
+                    done = T.train_step(forward, sequences, stream.next(), stream.lengths, micro, tok.pad_id, device)
+                    counts["computed"] += done["computed"]
+                    counts["real"] += done["real"]
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     if device.type == "cuda":
@@ -350,17 +343,15 @@ def bench_apr(ckpt: str, n: int, repeats: int) -> None:
     task = countdown.GameConfig(**state["train_config"]["task"])
     problems = countdown.read_problems(countdown.problems_file(task, "val", n, state["args"].get("data_dir", "data")))
     print(f"== apr: greedy decoding of {n} validation problems by {ckpt}, 64 rows")
-    texts, rates, default = {}, {}, M.KVCache.block_slack
+    texts, rates = {}, {}
     for slack in (1.0, 2.0):
-        M.KVCache.block_slack = slack
-        engine = Engine(gpt, tok, parallel=True, max_rows=64)
+        engine = Engine(gpt, tok, parallel=True, max_rows=64, block_slack=slack)
         best = 0.0
         for _ in range(repeats):
             start = time.perf_counter()
             results = engine.run(problems)
             best = max(best, sum(r["total_tokens"] for r in results) / (time.perf_counter() - start))
         texts[slack], rates[slack] = [r["text"] for r in results], best
-    M.KVCache.block_slack = default
     print(f"keys gathered (block_slack 1): {rates[1.0]:>7,.0f} tokens/s")
     print(f"keys in place (block_slack 2): {rates[2.0]:>7,.0f} tokens/s -> {rates[2.0] / rates[1.0]:.2f}x; "
           f"same greedy texts: {texts[1.0] == texts[2.0]}")

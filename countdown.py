@@ -356,7 +356,7 @@ def write_atomically(path: str, lines) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# The verifier (spec section 4). Strict: every step is replayed on a multiset of the inputs.
+# The verifier. Strict: every step is replayed on a multiset of the inputs.
 
 GOAL = "Goal Reached"
 _MAX_DIGITS = 18  # no honest number in a trace is this long; longer ones are malformed, not slow

@@ -1,5 +1,5 @@
 """
-Evaluation of a trained model the way the paper measures it (spec sections 5 and 7): accuracy
+Evaluation of a trained model the way the paper measures it: accuracy
 with the strict verifier, the cost of each rollout in tokens and time, compute sweeps, and the
 paper's figures drawn from our own runs.
 
@@ -8,13 +8,12 @@ paper's figures drawn from our own runs.
     python evaluate.py --ckpt out/sft_apr_tiny --sweep              # APR: 0..10 conditioned children
     python evaluate.py --compare out/sft_sosp_tiny out/sft_apr_tiny # table + figures of several runs
     python evaluate.py --paired out/sft_apr_tiny out/rl_apr_a out/rl_apr_b  # runs vs their base, paired
-    python evaluate.py --reproduce tiny     # the whole pipeline: data, SFT, RL, evaluation, table, figures
 
 Each evaluation prints a table and writes `<run>/eval_<split>[...].json`; `--compare` reads those
 files, prints one markdown table with the paper's numbers beside ours, and draws the figures
 (PNG, if matplotlib is installed) into `out/compare/`.
 
-The metrics, all per problem and averaged (spec section 5):
+The metrics, all per problem and averaged (docs/how-it-works.md has the details):
 - accuracy: the rollout's answer replays to the target (`countdown.is_correct`);
 - total tokens: every token of every thread's context, a parent's prefix counted once;
 - sequential tokens: the longest causal chain (a parent's tokens plus its longest child's);
@@ -36,22 +35,19 @@ import json
 import math
 import os
 import sys
-import time
 from collections import Counter
-from dataclasses import fields
 
 import countdown
 import model as M
 from rollout import Engine, Limits
 
-# spec section 7: the paper's accuracy (%) on 1,000 validation problems (4 numbers, 4k context)
+# the paper's accuracy (%) on 1,000 validation problems (4 numbers, 4k context)
 PAPER_ACCURACY = {
     "SoS+": {"greedy": 57.3, "temperature 1.0": 48.1},
     "SoS+ after RL": {"greedy": 60.0, "temperature 1.0": 58.1},
     "APR": {"greedy": 75.5, "temperature 1.0": 67.8},
     "APR after RL": {"greedy": 83.4, "temperature 1.0": 76.4},
 }
-PAPER_SOSP_CONS = [57.3, 62.6, 63.0, 64.6, 65.5, 65.8, 66.6, 66.4]  # cons@1..8 at temperature 1.0
 APR_BUDGETS = range(0, 11)   # conditioned child counts of the APR sweep
 SOSP_SAMPLES = 8             # the SoS+ sweep: cons@1..8 from 8 samples per problem
 
@@ -252,13 +248,15 @@ def run_facts(state: dict) -> dict:
     mode = args.get("mode")
     if mode not in ("sosp", "apr"):
         raise ValueError("this checkpoint does not say whether it is a sosp or an apr model (args.mode)")
-    known = {f.name for f in fields(countdown.GameConfig)}
-    task = countdown.GameConfig(**{k: v for k, v in train_config.get("task", {}).items() if k in known})
-    stage = state.get("stage", "sft")
-    return {"mode": mode, "conditioning": bool(args.get("conditioning")), "task": task,
-            "n_val": train_config.get("n_val", 200), "seed": args.get("seed", 0),
-            "data_dir": args.get("data_dir", "data"), "stage": stage,
-            "method": ("APR" if mode == "apr" else "SoS+") + (" after RL" if stage == "rl" else "")}
+    try:
+        task = countdown.GameConfig(**train_config["task"])
+        facts = {"mode": mode, "conditioning": bool(args.get("conditioning")), "task": task,
+                 "n_val": train_config["n_val"], "seed": args["seed"], "data_dir": args["data_dir"],
+                 "stage": state["stage"]}
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"this checkpoint lacks what evaluation reads about its run ({error})") from None
+    facts["method"] = ("APR" if mode == "apr" else "SoS+") + (" after RL" if facts["stage"] == "rl" else "")
+    return facts
 
 
 def report_name(split: str, temperature: float, samples: int, budget, context, is_sweep: bool) -> str:
@@ -291,9 +289,8 @@ def print_report(report: dict, out=print) -> None:
     rows += [("total tokens", f"{m['total_tokens']:,.0f}"), ("sequential tokens", f"{m['sequential_tokens']:,.0f}"),
              ("longest thread", f"{m['longest_thread']:,.0f}"), ("spawns", f"{m['spawns']:.2f}"),
              ("children", f"{m['children']:.2f}"), ("latency (s)", f"{m['latency']:.2f}")]
-    if "arithmetic_slips" in m:  # reports written before these fields lack them
-        rows.append(("arithmetic slips", f"{m['arithmetic_slips']:.1%} of the steps written"))
-        rows.append(("failures", ", ".join(f"{kind} {count}" for kind, count in m["failures"].items()) or "none"))
+    rows.append(("arithmetic slips", f"{m['arithmetic_slips']:.1%} of the steps written"))
+    rows.append(("failures", ", ".join(f"{kind} {count}" for kind, count in m["failures"].items()) or "none"))
     for name, value in rows:
         out(f"  {name:<18} {value}")
     if m.get("cumulative"):
@@ -442,12 +439,7 @@ def paired(run_dirs: list[str], split: str = "val", out=print) -> int:
     mean over the runs (`mean_change`)."""
     if len(run_dirs) < 2:
         raise ValueError("--paired needs a base run and at least one run made from it")
-    correct = {}
-    for run in run_dirs:
-        metrics = load_reports(run, split)["greedy"]["metrics"]
-        if "correct" not in metrics:
-            raise ValueError(f"{run}'s evaluation predates per-problem results; rerun `python evaluate.py --ckpt {run}`")
-        correct[run] = metrics["correct"]
+    correct = {run: load_reports(run, split)["greedy"]["metrics"]["correct"] for run in run_dirs}
     base, *runs = run_dirs
     accuracy = {run: 100 * sum(c) / len(c) for run, c in correct.items()}
     out(f"{base}: {accuracy[base]:.1f}% of {len(correct[base])} problems (the base)")
@@ -458,126 +450,6 @@ def paired(run_dirs: list[str], split: str = "val", out=print) -> int:
     mean = mean_change(correct[base], [correct[run] for run in runs])
     out(f"mean over {mean['runs']} run{'s' if mean['runs'] > 1 else ''}: {mean['points']:+.1f} points "
         f"(95% bootstrap interval over problems {mean['low']:+.1f} to {mean['high']:+.1f})")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# The whole pipeline in one command: data, SFT and RL for both methods, evaluation, comparison
-
-# Each stage is the command a user would type (`python train_sft.py --mode apr --preset tiny`...)
-# plus these arguments. The training scripts' own greedy checks are cut short here because the
-# evaluation stage measures every run on all validation problems anyway. `smoke` is the tiny
-# preset cut to a few steps on a few problems: CI runs it to check that the stages fit together.
-PIPELINES = {
-    "tiny": {"preset": "tiny", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"], "eval": []},
-    "tiny3": {"preset": "tiny3", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"], "eval": []},
-    "smoke": {"preset": "tiny",
-              "sft": ["--eval-problems", "0", "--steps", "3", "--n-train", "200", "--n-val", "12", "--n-layer", "1",
-                      "--no-compile", "--quiet"],
-              "rl": ["--steps", "1", "--prompts", "4", "--group", "2", "--n-val", "4", "--quiet"],
-              "eval": []},
-}
-
-
-def pipeline_stages(name: str, root: str, data_dir: str) -> list[tuple]:
-    """(stage, run folder, script, argv) of every training stage, in order."""
-    spec = PIPELINES[name]
-    stages = []
-    for mode in ("sosp", "apr"):
-        sft_dir, rl_dir = os.path.join(root, f"sft_{mode}"), os.path.join(root, f"rl_{mode}")
-        stages.append((f"SFT {mode}", sft_dir, "train_sft",
-                       ["--mode", mode, "--preset", spec["preset"], "--out", sft_dir, "--data-dir", data_dir, *spec["sft"]]))
-        stages.append((f"RL {mode}", rl_dir, "train_rl",
-                       ["--init", sft_dir, "--preset", spec["preset"], "--out", rl_dir, *spec["rl"]]))
-    return stages
-
-
-def stale_run(run_dir: str, script, argv: list[str]) -> str | None:
-    """Why what a stage's run folder holds was not made by the stage's command as it stands
-    (None: nothing there, or it was). A finished run must have been trained with the config the
-    command resolves to now (a preset changed since would otherwise pass as its result), and an
-    RL run, finished or started, must be newer than the SFT checkpoint it starts from."""
-    run_file = os.path.join(run_dir, "run.json")
-    started = [p for p in (run_file, os.path.join(run_dir, "ckpt.pt")) if os.path.exists(p)]
-    if not started:
-        return None
-    args = script.build_parser().parse_args(argv)
-    init = getattr(args, "init", None)  # RL's SFT run
-    if init and os.path.exists(init) and min(map(os.path.getmtime, started)) < os.path.getmtime(M.checkpoint_path(init)):
-        return f"was trained from an earlier {init}"
-    if not os.path.exists(run_file):
-        return None  # a started run: the stage resumes it
-    with open(run_file) as f:
-        run = json.load(f)
-    wanted = json.loads(json.dumps(script.recorded_config(args), default=str))  # as run.json stores it
-    changed = []
-    for part, value in wanted.items():
-        had = run.get(part)
-        if isinstance(value, dict) and isinstance(had, dict):
-            changed += [f"{k} {had.get(k)} (now {v})" for k, v in value.items() if had.get(k) != v]
-        elif had != value:
-            changed.append(f"{part} {had} (now {value})")
-    return f"holds a run trained otherwise: {', '.join(changed)}" if changed else None
-
-
-def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=print) -> int:
-    """Run every stage of a pipeline, then evaluate and compare its four runs. A stage whose run
-    folder holds a finished run (`run.json`) of its config is skipped and one with only a
-    checkpoint resumes, so the same command continues a killed pipeline; a run made otherwise
-    (`stale_run`) stops it with a line saying so."""
-    import train_rl
-    import train_sft  # imported here: both import this file
-    if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; use one of {', '.join(PIPELINES)}")
-    scripts = {"train_sft": train_sft, "train_rl": train_rl}
-    root = os.path.join(out_root, name)
-    began, seconds = time.time(), {}
-    stages = pipeline_stages(name, root, data_dir)
-    for stage, run_dir, script, argv in stages:
-        why_not = stale_run(run_dir, scripts[script], argv)
-        if why_not:  # a run made otherwise must not stand in for this stage, nor be overwritten
-            raise ValueError(f"{run_dir} {why_not}; move it away or pass another --out")
-        if os.path.exists(os.path.join(run_dir, "run.json")):
-            out(f"== {stage}: finished before in {run_dir}, skipped")
-            continue
-        resume = ["--resume"] if os.path.exists(os.path.join(run_dir, "ckpt.pt")) else []
-        out(f"== {stage}: python {script}.py {' '.join(argv + resume)}")
-        t = time.time()
-        if scripts[script].main(argv + resume):
-            raise ValueError(f"stage {stage} failed; fix what it printed and rerun --reproduce {name} to continue")
-        seconds[stage] = time.time() - t
-    run_dirs = [os.path.join(root, run) for run in ("sft_sosp", "sft_apr", "rl_sosp", "rl_apr")]
-    for run_dir in run_dirs:
-        report = os.path.join(run_dir, report_name("val", 0.0, 1, None, None, False))
-        if os.path.exists(report) and os.path.getmtime(report) > os.path.getmtime(M.checkpoint_path(run_dir)):
-            with open(report) as f:
-                if "correct" in json.load(f)["metrics"]:  # a report from before per-problem results: rerun
-                    out(f"== evaluation of {run_dir}: done before, skipped")
-                    continue
-        out(f"== evaluation: python evaluate.py --ckpt {run_dir}")
-        t = time.time()
-        if main(["--ckpt", run_dir, *PIPELINES[name]["eval"]]):
-            raise ValueError(f"the evaluation of {run_dir} failed")
-        seconds[f"evaluation {os.path.basename(run_dir)}"] = time.time() - t
-    out(f"== comparison -> {os.path.join(root, 'compare')}")
-    compare(run_dirs, os.path.join(root, "compare"), out=out)
-    # the paper's two claims at this scale, in points of greedy accuracy at the same window
-    greedy = {os.path.basename(d): load_reports(d)["greedy"]["metrics"] for d in run_dirs}
-    accuracy = {run: 100 * m["accuracy"] for run, m in greedy.items()}
-
-    def rl_change(mode):  # RL's effect on the same validation problems, paired
-        change = paired_change(greedy[f"sft_{mode}"]["correct"], greedy[f"rl_{mode}"]["correct"])
-        return (f"{accuracy[f'rl_{mode}'] - accuracy[f'sft_{mode}']:+.1f} "
-                f"(+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g})")
-    out(f"APR - SoS+: {accuracy['sft_apr'] - accuracy['sft_sosp']:+.1f} points after SFT, "
-        f"{accuracy['rl_apr'] - accuracy['rl_sosp']:+.1f} after RL; RL on APR: {rl_change('apr')}, "
-        f"on SoS+: {rl_change('sosp')}")
-    for stage, s in seconds.items():
-        out(f"{stage:>24}: {s / 60:5.1f} min")
-    out(f"pipeline {name}: {(time.time() - began) / 60:.1f} min in this call ({len(seconds)} stages ran)")
-    countdown.write_atomically(os.path.join(root, "pipeline.json"),
-                               [json.dumps({"pipeline": name, "stage_seconds": seconds,
-                                            "wall_seconds": time.time() - began}, indent=2) + "\n"])
     return 0
 
 
@@ -604,24 +476,17 @@ def main(argv=None) -> int:
     parser.add_argument("--paired", nargs="+", metavar="RUN",
                         help="evaluated run folders, the base first: how each later run moved the base's "
                              "problems, and the mean change over them")
-    parser.add_argument("--out", default=None,
-                        help="folder for --compare's table and figures (default out/compare); "
-                             "with --reproduce, the root of the pipeline's runs (default out)")
-    parser.add_argument("--reproduce", metavar="PIPELINE",
-                        help=f"run the whole pipeline ({', '.join(PIPELINES)}): data, SFT and RL of SoS+ and APR, "
-                             "evaluation, comparison; rerun to continue after a kill")
-    parser.add_argument("--data-dir", default="data", help="with --reproduce: where problems and demonstrations live")
+    parser.add_argument("--out", default=os.path.join("out", "compare"),
+                        help="folder for --compare's table and figures (default out/compare)")
     parser.add_argument("--max-rows", type=int, default=64, help="threads decoded together")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
     args = parser.parse_args(argv)
     try:
-        if args.reproduce:
-            return reproduce(args.reproduce, args.out or "out", args.data_dir)
         if args.paired:
             return paired(args.paired, args.split)
         if args.compare:
-            return compare(args.compare, args.out or os.path.join("out", "compare"), args.split)
+            return compare(args.compare, args.out, args.split)
         if not args.ckpt:
             raise ValueError("give --ckpt out/<run> to evaluate a run, --compare RUN ... to compare runs, "
                              "or --paired BASE RUN ... to count what runs changed")

@@ -4,10 +4,10 @@ spawn/join rollout engine is built on. Needs only torch.
 
     python model.py --preset tiny        # print the config and parameter counts of a preset
 
-Architecture (the paper's, spec section 6): token embedding, N pre-norm blocks of
+Architecture (the paper's): token embedding, N pre-norm blocks of
 (RMSNorm -> causal self-attention with rotary positions) and (RMSNorm -> SwiGLU MLP), final
 RMSNorm, untied output head, no biases anywhere. `GPTConfig` presets: `paper` (18 layers, width
-1024, 227.7M non-embedding parameters, context 4,096), `small` (one GPU) and `tiny` (a 2-core CPU; `tiny3`, the earlier 3-number preset's window).
+1024, 227.7M non-embedding parameters, context 4,096), `small` (one GPU) and `tiny` (a 2-core CPU).
 
 One `forward` serves three uses:
 - training: `model(idx, targets)` returns the mean cross-entropy over targets that are not -1;
@@ -64,11 +64,10 @@ PRESETS = {
     "paper": GPTConfig(n_layer=18, n_embd=1024, n_head=16, mlp_hidden=2752, context=4096),
     # one GPU, about an hour of SFT
     "small": GPTConfig(n_layer=8, n_embd=512, n_head=8, mlp_hidden=1376, context=4096),
-    # a 2-core CPU in minutes: narrow, because on this budget tokens seen beat width (README);
-    # the 384-token window of the earlier 3-number preset
-    "tiny3": GPTConfig(n_layer=4, n_embd=128, n_head=4, mlp_hidden=352, context=384),
+    # a 2-core CPU: narrow, because on this budget tokens seen beat width; a 768-token window per
+    # thread (docs/experiments.md, "The 4-number tiny task")
+    "tiny": GPTConfig(n_layer=4, n_embd=128, n_head=4, mlp_hidden=352, context=768),
 }
-PRESETS["tiny"] = replace(PRESETS["tiny3"], context=768)  # the 4-number task's window per thread
 
 
 def swiglu_hidden(n_embd: int) -> int:
@@ -177,8 +176,11 @@ class KVCache:
     """
 
     def __init__(self, config: GPTConfig, rows: int, max_len: int | None = None, device="cpu",
-                 dtype=torch.float32):
+                 dtype=torch.float32, block_slack: float = 2.0):
         self.max_len = max_len or config.context
+        # a batch's rows that lie within a block of at most `block_slack` times as many rows are
+        # attended in place, others gathered (see `layout`); 1.0 gathers unless they are contiguous
+        self.block_slack = block_slack
         head_dim = config.n_embd // config.n_head
         shape = (config.n_layer, rows, config.n_head, self.max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
@@ -219,10 +221,6 @@ class KVCache:
             raise ValueError(f"cannot truncate row {row} of length {int(self.lengths[row])} to {length}")
         self.lengths[row] = length
 
-    # a batch's rows that lie within a block of at most this many times as many rows are attended
-    # in place; otherwise they are gathered (see `layout`). 1.0 gathers unless the rows are contiguous.
-    block_slack = 2.0
-
     def layout(self, rows, starts, T: int) -> dict:
         """Where a forward pass writes and reads the cache, worked out once for all its layers:
         T new tokens of row rows[b] go to slots starts[b] + t, and query t sees exactly slots
@@ -230,8 +228,8 @@ class KVCache:
 
         Where the keys are read from is the cost on a CPU. Gathering the batch's rows
         (`self.k[layer, rows]`) copies every key and value of every row at every layer and every
-        step: 56% of greedy APR decoding time in a profile (48 problems of the tiny model, 64
-        rows, one CPU thread), more than the model's arithmetic. The cache's own block of rows
+        step, which in greedy APR decoding cost more than the model's arithmetic
+        (docs/experiments.md, "Keys read in place"). The cache's own block of rows
         lo..hi is a view, copied by nothing, so when the batch's rows fill most of such a block
         (running threads hold rows near each other: rows are handed out lowest first), the
         queries are placed in the block (`place`), attention runs over all of it, and the outputs

@@ -79,7 +79,7 @@ def sample(logits, temperature: float = 0.0, top_k: int | None = None, generator
 
 
 def tree_metrics(threads: list[dict]) -> dict:
-    """The cost of one rollout (spec section 5) from its thread tree: `threads` in depth-first
+    """The cost of one rollout from its thread tree: `threads` in depth-first
     order, each with its `parent` (index or None), `spawns` (children per spawn, in order) and
     `calls` (one (tokens, mask) per LM call; mask 1 on the tokens that call sampled).
 
@@ -126,8 +126,11 @@ class Engine:
     """Decodes rollouts of a model; `parallel=False` is serial search (SoS+)."""
 
     def __init__(self, model: M.GPT, tokenizer: Tokenizer, parallel: bool = True, limits: Limits | None = None,
-                 max_rows: int = 64):
+                 max_rows: int = 64, block_slack: float = 2.0):
+        """`block_slack`: how the KV cache reads a batch's keys (`KVCache.layout`); 1.0 gathers
+        them for every batch that is not exactly a block of rows, the baseline of `bench.py`."""
         self.model, self.tok, self.parallel = model, tokenizer, parallel
+        self.block_slack = block_slack
         self.limits = limits or Limits()
         self.context = min(self.limits.context or model.config.context, model.config.context)
         self.max_rows = max_rows
@@ -164,7 +167,8 @@ class Engine:
         self.model.eval()
         generator = torch.Generator().manual_seed(seed)
         mode = "apr" if self.parallel else "sosp"
-        self.cache = M.KVCache(self.model.config, self.max_rows, self.context, device=self.device)
+        self.cache = M.KVCache(self.model.config, self.max_rows, self.context, device=self.device,
+                               block_slack=self.block_slack)
         threads: list[Thread] = []
         for p, problem in enumerate(problems):
             prompt = search.condition_prefix(mode, budget) + search.root_prompt(problem["nums"], problem["target"],

@@ -12,9 +12,9 @@ model imitates. Four of them, in the order the literature introduced them:
 
     python search.py --mode apr --problems data/train.jsonl --out data/train_apr.jsonl --workers 2
 
-The exact text of every line is spec section 3 (`../shared/docs/apr-spec.md`). Every search that
-finds the goal ends with a summary path (`Moving to Node #start` ... a second `Goal Reached`),
-so one verifier (`countdown.is_correct`) and one answer rule serve all four.
+The exact text of every line is written here and described in `docs/how-it-works.md`. Every
+search that finds the goal ends with a summary path (`Moving to Node #start` ... a second
+`Goal Reached`), so one verifier (`countdown.is_correct`) and one answer rule serve all four.
 
 This file also owns the spawn/join *text logic*: how a parent's spawn block becomes child
 prompts, and how a parent's text and its children's texts become the parent's context after the
@@ -62,7 +62,7 @@ class Heuristic:
     """h(nums) = sum over the numbers of a distance d(v), divided by len(nums) if `mean`.
 
     Both heuristics agree that d(v) = v - target at or above the target, so d is stored as a
-    table `below` for 0 <= v < target: the solvers look it up inline, without a function call.
+    table `below` for 0 <= v < target.
     """
 
     def __init__(self, target: int, below: list, mean: bool):
@@ -135,17 +135,14 @@ def successors(node: Node, h: Heuristic) -> list[tuple]:
     per pair, and the new value's distance added to it (in the same order as summing the new
     list, so the floats of the mean heuristic are identical).
     """
-    nums, below, target = node.nums, h.below, h.target
+    nums, distance = node.nums, h.distance
     mean, size = h.mean, len(nums) - 1
     out = []
     for i, j, others in _pairs(len(nums)):
         rest = [nums[k] for k in others]
-        rest_sum = 0
-        for v in rest:
-            rest_sum += below[v] if v < target else v - target
+        rest_sum = sum(distance(v) for v in rest)
         for move in move_parts(nums[i], nums[j]):
-            v = move[0]
-            score = rest_sum + (below[v] if v < target else v - target)
+            score = rest_sum + distance(move[0])
             out.append((score / size if mean else score, rest, move))
     return out
 
@@ -311,7 +308,7 @@ def root_prompt(nums: list[int], target: int, parallel: bool) -> str:
 
 
 def condition_prefix(mode: str, budget: int | None) -> str:
-    """The optional conditioning prefix before a root prompt (spec section 3): SoS+ is told a
+    """The optional conditioning prefix before a root prompt: SoS+ is told a
     token budget, an APR parent how many child threads to use."""
     if budget is None:
         return ""
@@ -360,7 +357,6 @@ class SearchConfig:
     promising: float = 0.5         # probability that an expanded node is searched in depth
     min_spawn_children: int = 2    # APR: spawn only with at least this many non-leaf children
     depth: int = 1                 # APR: how many levels of threads may spawn (1 = only the root)
-    order: str = "shuffled"        # kept successors written "shuffled" (the authors) or in the "game" order
 
 
 DEFAULTS = {
@@ -377,60 +373,42 @@ class Searcher:
     def __init__(self, target: int, heuristic, rng: random.Random, config: SearchConfig):
         self.target, self.h, self.rng, self.config = target, heuristic, rng, config
 
-    def expand(self, node: Node, beam: int, lines: list):
-        """Write one expansion: keep the best `beam` successors (`keep`), and write each as a leaf
-        check or a `Generated Node`. Returns (goal leaf or None, non-leaf children: best first in
-        the authors' shuffled order, as written in the game order)."""
-        if len(node.nums) == 2 and self.fast_last_move:
-            return self.expand_last_move(node, beam, lines)
+    def write_move(self, node: Node, h, rest: list, move, number: int, lines: list):
+        """Write one successor of `node`: its `Exploring Operation` line, then a leaf check (the
+        goal, or `No Solution`) or, with numbers left, a `Generated Node` line for child `number`.
+        Returns (goal leaf or None, new child or None)."""
         target = self.target
-        kept = self.keep(successors(node, self.h), beam)
+        nums, op = rest + [move[0]], op_text(move)
+        lines.append(f"Exploring Operation: {op}, Resulting Numbers: {nums}\n")
+        if len(nums) == 1:
+            if nums[0] == target:
+                lines.append(f"{target},{target} equal: {GOAL}\n")
+                return Node(nums, node.ops + [op], None, h, node), None
+            lines.append(f"{nums[0]},{target} unequal: No Solution\n")
+            return None, None
+        child = Node(nums, node.ops + [op], f"{node.idx},{number}", h, node)
+        lines.append(f"Generated Node #{child.idx}: {target}:{nums} Operation: {op}\n")
+        return None, child
+
+    def expand(self, node: Node, beam: int, lines: list):
+        """Write one expansion: keep the best `beam` successors (`keep`) and write each one.
+        Returns (goal leaf or None, the non-leaf children, best first)."""
         children = []
-        for h, rest, move in kept:
-            nums, op = rest + [move[0]], op_text(move)
-            lines.append(f"Exploring Operation: {op}, Resulting Numbers: {nums}\n")
-            if len(nums) == 1:
-                if nums[0] == target:
-                    lines.append(f"{target},{target} equal: {GOAL}\n")
-                    return Node(nums, node.ops + [op], None, h, node), []
-                lines.append(f"{nums[0]},{target} unequal: No Solution\n")
-                continue
-            child = Node(nums, node.ops + [op], f"{node.idx},{len(children)}", h, node)
-            lines.append(f"Generated Node #{child.idx}: {target}:{nums} Operation: {op}\n")
-            children.append(child)
-        if self.config.order == "shuffled":
-            children.sort(key=lambda c: c.h)
+        for h, rest, move in self.keep(successors(node, self.h), beam):
+            goal, child = self.write_move(node, h, rest, move, len(children), lines)
+            if goal:
+                return goal, []
+            if child:
+                children.append(child)
+        children.sort(key=lambda c: c.h)
         return None, children
 
     def keep(self, found: list, beam: int) -> list:
-        """The `beam` best successors (a stable sort by heuristic), in the order they are written.
-
-        The authors shuffle them (and then spawn or visit the children best first), so a trace
-        lists a random subset order that a model cannot predict: it has to remember which moves
-        it already wrote. With order="game" they keep the game's order (pairs left to right, then
-        `+ * - /`), and children are spawned or visited in the order they were written; the set
-        of moves kept is the same, so the solver solves the same problems."""
-        if self.config.order == "game":
-            best = sorted(range(len(found)), key=lambda i: found[i][0])[:beam]
-            return [found[i] for i in sorted(best)]
+        """The `beam` best successors (a stable sort by heuristic), in the order they are written:
+        shuffled, as the authors' solver writes them (children are then visited or spawned best
+        first, whatever order they were written in)."""
         found.sort(key=_SCORE)
         return shuffled(found[:beam], self.rng)
-
-    fast_last_move = True  # tests switch it off to check the fast path against `expand`
-
-    def expand_last_move(self, node: Node, beam: int, lines: list):
-        """`expand` for a node with two numbers, where every successor is a leaf: the same lines
-        from fewer steps. Most expansions are of this kind (85% in APR data), so it matters."""
-        target, below, (a, b) = self.target, self.h.below, node.nums
-        found = [(below[m[0]] if m[0] < target else m[0] - target, m) for m in move_parts(a, b)]
-        for h, (value, x, symbol, y) in self.keep(found, beam):
-            if value == target:
-                lines.append(f"Exploring Operation: {x}{symbol}{y}={value}, Resulting Numbers: [{value}]\n"
-                             f"{target},{target} equal: {GOAL}\n")
-                return Node([value], node.ops + [f"{x}{symbol}{y}={value}"], None, h, node), []
-            lines.append(f"Exploring Operation: {x}{symbol}{y}={value}, Resulting Numbers: [{value}]\n"
-                         f"{value},{target} unequal: No Solution\n")
-        return None, []
 
     # -- Stream of Search DFS ---------------------------------------------------------------
     def dfs(self, node: Node, root: Node, lines: list):
@@ -441,19 +419,12 @@ class Searcher:
         found.sort(key=_SCORE)
         number = 0
         for k, (h, rest, move) in enumerate(found):
-            nums, op = rest + [move[0]], op_text(move)
-            lines.append(f"Exploring Operation: {op}, Resulting Numbers: {nums}\n")
-            if len(nums) == 1:
-                if nums[0] == target:
-                    lines.append(f"{target},{target} equal: {GOAL}\n")
-                    goal = Node(nums, node.ops + [op], None, h, node)
-                    lines.append(summary_path(target, goal, root))
-                    return goal
-                lines.append(f"{nums[0]},{target} unequal: No Solution\n")
-            else:
-                child = Node(nums, node.ops + [op], f"{node.idx},{number}", h, node)
+            goal, child = self.write_move(node, h, rest, move, number, lines)
+            if goal:
+                lines.append(summary_path(target, goal, root))
+                return goal
+            if child:
                 number += 1
-                lines.append(f"Generated Node #{child.idx}: {target}:{nums} Operation: {op}\n")
                 lines.append(f"Moving to Node #{child.idx}\n")
                 goal = self.dfs(child, root, lines)
                 if goal:
@@ -545,21 +516,6 @@ class Searcher:
 # ---------------------------------------------------------------------------------------------
 # Demonstrations: one record per problem
 
-def max_rating_nodes(count: int) -> int:
-    """Size of the full game tree of `count` numbers (the authors' rating denominator)."""
-    total = 1
-    for k in range(count, 1, -1):
-        total *= (k * (k - 1) // 2) * 4
-    return total
-
-
-def rating(search_path: str, count: int) -> float:
-    """The authors' rating: 1 - (expansions + 1) / tree size for solved traces, else 0."""
-    if GOAL not in search_path:
-        return 0.0
-    return max(0.0, 1.0 - (search_path.count("Exploring Operation") + 1) / max_rating_nodes(count))
-
-
 def thread_texts(trace_dict: dict) -> list[str]:
     """Every LM call of a thread tree: the thread's calls, then its children's, depth first."""
     texts = list(trace_dict["main_calls"])
@@ -606,8 +562,7 @@ def demonstrate(problem: dict, index: int, mode: str, seed: int, config: SearchC
             goal = searcher.serial(root, root, beam, 0, lines)
         record["search_path"] = "".join(lines)
         texts = [record["search_path"]]
-    record.update(solved=goal is not None, rating=rating(record["search_path"], len(nums)),
-                  sequences=len(texts), chars=[len(t) for t in texts])
+    record.update(solved=goal is not None, sequences=len(texts), chars=[len(t) for t in texts])
     return record
 
 
@@ -647,7 +602,7 @@ def demonstrate_all(problems: list[dict], mode: str, seed: int = 0, config: Sear
 
 
 def summarize(records: list[dict]) -> dict:
-    """The numbers the CLI prints at the end; the bench and the issue's checks use them too."""
+    """The numbers the CLI prints at the end; the tests check them against the authors' figures."""
     chars = [c for r in records for c in r["chars"]]
     spawn_counts = [len(r.get("spawns", [])) for r in records]
     spawn_sizes_all = [s for r in records for s in r.get("spawns", [])]
@@ -685,8 +640,6 @@ def main(argv=None) -> int:
     parser.add_argument("--promising", type=float, help="probability a node is searched in depth (sosp 0.5, apr 0.9)")
     parser.add_argument("--min-spawn-children", type=int, help="apr: fewest non-leaf children to spawn (2)")
     parser.add_argument("--depth", type=int, help="apr: thread levels that may spawn (1 = the paper)")
-    parser.add_argument("--order", choices=["shuffled", "game"],
-                        help="kept moves written shuffled (the authors) or in the game's order")
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in vars(args).items()
@@ -728,8 +681,6 @@ def _check_config(config: SearchConfig, args) -> None:
         raise ValueError(f"--child-beam-min must be at least 1, or 0 for the parent's beam (got {config.child_beam_min})")
     if not 0.0 <= config.promising <= 1.0:
         raise ValueError(f"--promising must be a probability in [0, 1] (got {config.promising})")
-    if config.order not in ("shuffled", "game"):
-        raise ValueError(f"--order must be shuffled or game (got {config.order!r})")
     if config.min_spawn_children < 1 or config.depth < 0:
         raise ValueError("--min-spawn-children must be at least 1 and --depth non-negative")
 

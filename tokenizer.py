@@ -31,12 +31,10 @@ of each, BOS and EOS included):
 (9,503 sequences: every LM call of the first 1,000 demonstrations of each file.)
 The phrases cut a sequence to under a third of its bytes. Whole numbers save another 28% over
 digits and, more to the point for a small model, turn "45-34=11" into five tokens whose
-arithmetic is one lookup per step rather than a carry over digit positions (see
-`../shared/docs/cpu-scale-findings.md`). Numbers below 1,000 cover the task's inputs and
+arithmetic is one lookup per step rather than a carry over digit positions. Numbers below 1,000 cover the task's inputs and
 98.7% of all numbers written in the traces (first 500 demonstrations of each file); going to
 10,000 adds a 9,000-row embedding for a 2.4% shorter sequence, a poor trade for the tiny model.
-Default: whole numbers below 1,000. The number handling stays a parameter so that the
-reproduction work can compare the two by training.
+Default: whole numbers below 1,000; `numbers="digits"` stays for comparing the two by training.
 """
 
 from __future__ import annotations
@@ -48,7 +46,7 @@ import re
 
 import tiktoken
 
-# The fixed words of the trace format (spec section 3), each one token. Pieces are matched
+# The fixed words of the trace format (docs/how-it-works.md), each one token. Pieces are matched
 # longest first, so a long phrase wins over a shorter one that starts the same way.
 PHRASES = [
     # serial search lines

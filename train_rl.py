@@ -17,7 +17,7 @@ model sampled are trained (the engine's mask), EOS included. So the parent learn
 what to make of its children's results, and the children learn to search, from the single reward of
 the whole tree.
 
-GRPO, as the paper ran it (spec section 6):
+GRPO, as the paper ran it:
 
     advantage  A = (r - mean of the group's rewards) / (std of the group's rewards + 1e-10)
     ratio      rho_t = exp(logp_t - logp_old_t)        logp_old: the policy that sampled
@@ -81,22 +81,12 @@ class RLConfig:
 RL_PRESETS = {
     "paper": RLConfig(),
     "small": RLConfig(steps=100, eval_every=20),
-    # the earlier 3-number preset's RL: 32 problems x 8 samples. At temperature 1.0 and lr 1e-4
-    # greedy APR accuracy fell 15 points; with these settings it neither falls nor rises (41.8% ->
-    # 42.2%, 38 problems gained, 36 lost; README). The lower learning rate is what stopped the harm
-    # (at 2e-5 and temperature 0.7 APR also held, 42.2%). The lower temperature is a reasoned
-    # choice, not one measured alone: the samples of a group then share most tokens, whose terms
-    # nearly cancel inside the group (its advantages sum to zero), so less of the update is noise
-    # on tokens the samples agree on.
-    "tiny3": RLConfig(prompts=32, group=8, steps=8, lr=3e-5, warmup=2, temperature=0.5, micro_tokens=4096,
-                      eval_every=4, eval_problems=0),
+    # a 2-core CPU, about 10 minutes for APR: 8 problems x 8 samples at temperature 0.5, 14 steps
+    # (896 rollouts), lr 3e-5, zero-advantage sequences untrained (docs/experiments.md,
+    # "Reinforcement learning" says what each setting measured)
+    "tiny": RLConfig(prompts=8, group=8, steps=14, lr=3e-5, temperature=0.5, micro_tokens=4096, eval_every=4,
+                     eval_problems=0, skip_uniform_groups=True),
 }
-# the tiny preset's RL, sized for a 2-core CPU: a 4-number APR rollout is 2.3 times as long as a
-# 3-number one (1,529 against 672 tokens in all threads), so a quarter of tiny3's problems per
-# step, 8 problems x 8 samples, and as many steps as fit in 20 minutes of APR (from the 1,900-step
-# SFT model 16.5 min on the slower of our two CPUs, 10.1 on the other; from the preset's 2,500-step
-# one 8.3 and 9.2 on the other; README); zero-advantage sequences untrained (41% of them in the first run)
-RL_PRESETS["tiny"] = replace(RL_PRESETS["tiny3"], prompts=8, steps=14, warmup=1, skip_uniform_groups=True)
 PAPER_BETA = {"apr": 0.001, "sosp": 0.01}
 
 
@@ -139,8 +129,7 @@ def sequences_to_train(sequences: list[dict]) -> list[dict]:
     """The sequences worth a forward and backward pass: those of non-zero advantage. A group whose
     rewards are all equal (on a small model, most often all 0) has zero advantage, so its sequences
     add nothing to the policy gradient; all they would add is their KL term, at the authors' beta
-    (0.001 for APR) a pull too small to pay for their passes (41% of the sequences in the tiny
-    preset's APR run). The loss still divides by the number of all sequences, so the policy
+    (0.001 for APR) a pull too small to pay for their passes. The loss still divides by the number of all sequences, so the policy
     gradient is exactly that of the full batch (tested).
     One sequence stays when none has an advantage, so that every DDP rank joins the all-reduce."""
     kept = [s for s in sequences if s["advantage"] != 0]
@@ -199,6 +188,8 @@ def load_init(path: str, device):
                          f"folder of train_sft.py, e.g. --init out/sft_apr_tiny")
     if state.get("args", {}).get("mode") not in ("sosp", "apr"):
         raise ValueError(f"--init {path} does not say whether it is a sosp or an apr model")
+    if "task" not in state.get("train_config", {}):
+        raise ValueError(f"--init {path} does not say which task it was trained on (train_config)")
     return model, tokenizer, state
 
 
@@ -219,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "over whole spawn/join thread trees.")
     parser.add_argument("--init", required=True, help="run folder or checkpoint of train_sft.py")
     parser.add_argument("--algo", default="grpo", choices=["grpo", "reinforce"], help="grpo (the paper's) or reinforce")
-    parser.add_argument("--preset", default="tiny", help="tiny (CPU), tiny3 (the earlier 3-number CPU preset), small (one GPU) or paper")
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU), small (one GPU) or paper")
     parser.add_argument("--out", default=None, help="run folder (default out/rl_<mode>_<preset>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     parser.add_argument("--steps", type=int, help="optimizer steps on fresh rollouts")
@@ -270,8 +261,114 @@ def rl_config(args) -> RLConfig:
 
 def recorded_config(args) -> dict:
     """What fixes a run's result besides its SFT checkpoint, as its run.json records it:
-    `evaluate.py --reproduce` compares this with a finished run before letting it stand in for a stage."""
+    `pipeline.py` compares this with a finished run before letting it stand in for a stage."""
     return {"rl_config": asdict(rl_config(args))}
+
+
+def setup(args, cfg: RLConfig, device, log) -> dict:
+    """What a run needs besides its config: the model to train and its tokenizer, the frozen
+    reference for the KL term (None without one), the task's problems and the SFT run's facts."""
+    model, tokenizer, init_state = load_init(args.init, device)
+    sft_args, sft_config = init_state["args"], init_state["train_config"]
+    mode = sft_args["mode"]
+    beta = 0.0 if args.algo == "reinforce" else (cfg.beta if cfg.beta is not None else PAPER_BETA[mode])
+    reference = None
+    if beta:
+        reference = M.load_checkpoint(args.init, device)[0].eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+    task = countdown.GameConfig(**sft_config["task"])
+    data_dir, n_train = sft_args.get("data_dir", "data"), sft_config["n_train"]
+    n_val = args.n_val or sft_config["n_val"]
+    return {"model": model, "tokenizer": tokenizer, "reference": reference, "beta": beta, "mode": mode,
+            "inner": cfg.inner if args.algo == "grpo" else 1,  # reinforce: one on-policy step per batch
+            "sft_args": sft_args, "sft_config": sft_config,
+            "train": countdown.read_problems(countdown.problems_file(task, "train", n_train, data_dir, log=log)),
+            "val": countdown.read_problems(countdown.problems_file(task, "val", n_val, data_dir, log=log))}
+
+
+def roll_out(engine: Engine, run: dict, cfg: RLConfig, args, step: int, rank: int, world: int):
+    """This rank's share of the step's prompts, `group` rollouts each, scored by the verifier:
+    (rollout results, rewards, training sequences)."""
+    local = cfg.prompts // world
+    drawn = step_problems(run["train"], 0 if args.same_prompts else step, cfg.prompts, args.seed)
+    problems = drawn[rank * local:(rank + 1) * local]
+    results = engine.run(problems, samples=cfg.group, temperature=cfg.temperature,
+                         seed=(args.seed * 1_000_003 + step) * 1009 + rank)
+    rewards = torch.tensor([countdown.reward(r["nums"], r["target"], r["text"]) for r in results])
+    return results, rewards, rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
+
+
+def update(run: dict, ddp_model, optimizer, sequences: list[dict], cfg: RLConfig, algo: str, world: int,
+           device) -> dict:
+    """`inner` optimizer steps on one batch of rollouts' sequences; returns the step's statistics.
+    The sampling policy's log-probs are those of the first pass, taken before any update, so no
+    separate forward pass is needed for them."""
+    model, pad_id, beta = run["model"], run["tokenizer"].pad_id, run["beta"]
+    counts = torch.tensor([len(sequences)], dtype=torch.float64, device=device)  # the loss divides by all
+    if cfg.skip_uniform_groups:
+        sequences = sequences_to_train(sequences)
+    batches = micro_batches(range(len(sequences)), [len(s["ids"]) - 1 for s in sequences], cfg.micro_tokens)
+    if world > 1:
+        dist.all_reduce(counts)
+    n_sequences = int(counts)
+    with torch.no_grad():  # the frozen reference's log-probs, for the KL term
+        ref = [token_logprobs(run["reference"], sequences, b, pad_id, device, cfg.temperature)[0] if beta else None
+               for b in batches]
+    old = [None] * len(batches)
+    totals = {"kl": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
+    for _ in range(run["inner"]):
+        for k, batch in enumerate(batches):
+            # gradients of all but the last micro-batch stay local; the last one's all-reduce carries all
+            local = world > 1 and k < len(batches) - 1
+            with (ddp_model.no_sync() if local else contextlib.nullcontext()):
+                logp, trained = token_logprobs(ddp_model, sequences, batch, pad_id, device, cfg.temperature)
+                if old[k] is None:
+                    old[k] = logp.detach()
+                adv = torch.tensor([sequences[i]["advantage"] for i in batch], device=device)
+                size = torch.tensor([sequences[i]["rollout_size"] for i in batch], device=device, dtype=torch.float)
+                loss, stats = rl_loss(logp, old[k], ref[k], trained, adv, size, n_sequences, cfg.clip_ratio, beta, algo)
+                (loss * world).backward()  # DDP averages over ranks; the loss is already a share of the global mean
+            for key in stats:
+                totals[key] += stats[key]
+            totals["loss"] += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {"loss": totals["loss"] / run["inner"], "kl": totals["kl"] / max(1, len(sequences) * run["inner"]),
+            "clipped": totals["clipped"] / max(1, totals["tokens"]), "sequences": n_sequences,
+            "trained_sequences": len(sequences)}
+
+
+def validate(run: dict, cfg: RLConfig, step: int, full: bool) -> dict:
+    """Greedy accuracy on the validation problems (all of them when `full`)."""
+    began = time.time()
+    n = len(run["val"]) if full else cfg.eval_problems
+    metrics = evaluate(run["model"], run["tokenizer"], run["val"][:n], parallel=run["mode"] == "apr",
+                       max_rows=cfg.max_rows)
+    keep = ("rollouts", "accuracy", "accuracy_95ci", "total_tokens", "sequential_tokens", "children", "correct")
+    return {"step": step, **{k: metrics[k] for k in keep}, "seconds": time.time() - began}
+
+
+def describe(m: dict) -> str:
+    low, high = m["accuracy_95ci"]
+    return (f"step {m['step']} | greedy accuracy {m['accuracy']:.1%} [{low:.1%}, {high:.1%}] "
+            f"on {m['rollouts']} problems | {m['total_tokens']:,.0f} total tokens | {m['children']:.2f} children | "
+            f"{m['seconds']:.0f} s")
+
+
+def describe_config(cfg: RLConfig, run: dict) -> str:
+    return (f"{cfg.prompts} prompts x {cfg.group} rollouts per step, {cfg.steps} steps, lr {cfg.lr:g} "
+            f"(warmup {cfg.warmup}), temperature {cfg.temperature:g}, beta {run['beta']:g}, {run['inner']} inner "
+            f"step(s){'; zero-advantage sequences skipped' if cfg.skip_uniform_groups else ''}")
+
+
+def describe_step(entry: dict, steps: int, eta_minutes: float) -> str:
+    return (f"step {entry['step']}/{steps} | reward {entry['reward']:.3f} | kl {entry['kl']:.4f} | "
+            f"clipped {entry['clipped']:.1%} | trained {entry['trained_sequences']}/{entry['sequences']} | "
+            f"children {entry['children']:.2f} | tokens {entry['total_tokens']:,.0f} | "
+            f"rollouts {entry['rollout_seconds']:.0f} s, training {entry['train_seconds']:.0f} s | "
+            f"ETA {eta_minutes:.1f} min")
 
 
 def train(args) -> int:
@@ -283,164 +380,83 @@ def train(args) -> int:
     log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
     if cfg.prompts % world:
         raise ValueError(f"{cfg.prompts} prompts per step do not split over {world} ranks")
-
-    model, tokenizer, init_state = load_init(args.init, device)
-    sft_args, sft_config = init_state["args"], init_state.get("train_config", {})
-    mode = sft_args["mode"]
-    beta = 0.0 if args.algo == "reinforce" else (cfg.beta if cfg.beta is not None else PAPER_BETA[mode])
-    inner = cfg.inner if args.algo == "grpo" else 1  # reinforce: one on-policy step per batch
-    reference = None
-    if beta:
-        reference = M.load_checkpoint(args.init, device)[0].eval()
-        for p in reference.parameters():
-            p.requires_grad_(False)
-
-    task = countdown.GameConfig(**sft_config["task"])
-    data_dir, n_train = sft_args.get("data_dir", "data"), sft_config["n_train"]
-    n_val = args.n_val or sft_config.get("n_val", 200)
-    train_problems = countdown.read_problems(countdown.problems_file(task, "train", n_train, data_dir, log=log))
-    val_problems = countdown.read_problems(countdown.problems_file(task, "val", n_val, data_dir, log=log))
-
+    run = setup(args, cfg, device, log)
+    model, tokenizer, mode = run["model"], run["tokenizer"], run["mode"]
     run_dir = args.out or os.path.join("out", f"rl_{mode}_{args.preset}")
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     step, history, steps_log = 0, [], []
     if args.resume:
-        if not os.path.exists(ckpt_path):
-            raise ValueError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume "
-                             f"(python train_rl.py --init {args.init})")
-        _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=model.config,
-                                        expect_tokenizer=tokenizer.identity())
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history, steps_log = state["step"], state["history"], state["steps_log"]
-        log(f"resumed {ckpt_path} at step {step}")
-    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    parallel = mode == "apr"
-    log(f"RL ({args.algo}) of the {mode} model {args.init}: {cfg.prompts} prompts x {cfg.group} rollouts per step, "
-        f"{cfg.steps} steps, lr {cfg.lr:g} (warmup {cfg.warmup}), temperature {cfg.temperature:g}, beta {beta:g}, "
-        f"{inner} inner step(s){'; zero-advantage sequences skipped' if cfg.skip_uniform_groups else ''}; "
+        step, history, steps_log = resume(args, ckpt_path, model, tokenizer, optimizer, device, log)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    log(f"RL ({args.algo}) of the {mode} model {args.init}: {describe_config(cfg, run)}; "
         f"{world} process(es) on {device.type}")
-
-    def validate(full: bool) -> dict:
-        began = time.time()
-        n = len(val_problems) if full else cfg.eval_problems
-        metrics = evaluate(model, tokenizer, val_problems[:n], parallel=parallel, max_rows=cfg.max_rows)
-        keep = ("rollouts", "accuracy", "accuracy_95ci", "total_tokens", "sequential_tokens", "children", "correct")
-        return {"step": step, **{k: metrics[k] for k in keep}, "seconds": time.time() - began}
-
-    def describe(m: dict) -> str:
-        low, high = m["accuracy_95ci"]
-        return (f"step {m['step']} | greedy accuracy {m['accuracy']:.1%} [{low:.1%}, {high:.1%}] "
-                f"on {m['rollouts']} problems | {m['total_tokens']:,.0f} total tokens | {m['children']:.2f} children | "
-                f"{m['seconds']:.0f} s")
 
     def save():
         if master:
             # mode, task and conditioning stay those of the SFT run, so evaluate.py reads this as that model after RL
-            M.save_checkpoint(ckpt_path, model, tokenizer, args={**sft_args, **vars(args), "mode": mode},
+            M.save_checkpoint(ckpt_path, model, tokenizer, args={**run["sft_args"], **vars(args), "mode": mode},
                               stage="rl", step=step, history=history, steps_log=steps_log,
-                              optimizer=optimizer.state_dict(), train_config=sft_config, rl_config=asdict(cfg))
+                              optimizer=optimizer.state_dict(), train_config=run["sft_config"], rl_config=asdict(cfg))
 
     if step == 0 and master:
-        history.append(validate(full=True))
+        history.append(validate(run, cfg, step, full=True))
         log(describe(history[-1]))
-    engine = Engine(model, tokenizer, parallel=parallel, limits=Limits(), max_rows=cfg.max_rows)
-    local_prompts = cfg.prompts // world
+    engine = Engine(model, tokenizer, parallel=mode == "apr", limits=Limits(), max_rows=cfg.max_rows)
     started, first_step = time.time(), step
     while step < cfg.steps:
-        # 1. rollouts: this rank's share of the step's prompts, `group` samples each
         began = time.time()
-        drawn = step_problems(train_problems, 0 if args.same_prompts else step, cfg.prompts, args.seed)
-        problems = drawn[rank * local_prompts:(rank + 1) * local_prompts]
-        results = engine.run(problems, samples=cfg.group, temperature=cfg.temperature,
-                             seed=(args.seed * 1_000_003 + step) * 1009 + rank)
-        rewards = torch.tensor([countdown.reward(r["nums"], r["target"], r["text"]) for r in results])
-        sequences = rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
-        rollout_seconds = time.time() - began
-
-        # 2. the frozen reference's log-probs, for the KL term
-        began = time.time()
-        counts = torch.tensor([len(sequences)], dtype=torch.float64, device=device)  # the loss divides by all
-        if cfg.skip_uniform_groups:
-            sequences = sequences_to_train(sequences)
-        lengths = [len(s["ids"]) - 1 for s in sequences]
-        batches = micro_batches(range(len(sequences)), lengths, cfg.micro_tokens)
-        if world > 1:
-            dist.all_reduce(counts)
-        n_sequences = int(counts)
-        with torch.no_grad():
-            ref = [token_logprobs(reference, sequences, b, tokenizer.pad_id, device, cfg.temperature)[0] if beta else None
-                   for b in batches]
-
+        results, rewards, sequences = roll_out(engine, run, cfg, args, step, rank, world)
+        rollout_seconds, began = time.time() - began, time.time()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
-
-        # 3. `inner` optimizer steps on the batch. The sampling policy's log-probs are those of the
-        # first pass, taken before any update: no separate forward pass is needed for them.
-        old = [None] * len(batches)
-        totals = {"kl": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
-        for _ in range(inner):
-            for k, batch in enumerate(batches):
-                # gradients of all but the last micro-batch stay local; the last one's all-reduce carries all
-                sync = world == 1 or k == len(batches) - 1
-                with (contextlib.nullcontext() if sync else train_model.no_sync()):
-                    logp, trained = token_logprobs(train_model, sequences, batch, tokenizer.pad_id, device,
-                                                   cfg.temperature)
-                    if old[k] is None:
-                        old[k] = logp.detach()
-                    adv = torch.tensor([sequences[i]["advantage"] for i in batch], device=device)
-                    size = torch.tensor([sequences[i]["rollout_size"] for i in batch], device=device, dtype=torch.float)
-                    loss, stats = rl_loss(logp, old[k], ref[k], trained, adv, size, n_sequences,
-                                          cfg.clip_ratio, beta, args.algo)
-                    (loss * world).backward()  # DDP averages over ranks; the loss is already a share of the global mean
-                for key in stats:
-                    totals[key] += stats[key]
-                totals["loss"] += float(loss.detach())
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        stats = update(run, ddp_model, optimizer, sequences, cfg, args.algo, world, device)
         step += 1
-        train_seconds = time.time() - began
-
-        entry = {"step": step, "reward": float(rewards.float().mean()), "loss": totals["loss"] / inner,
-                 "kl": totals["kl"] / max(1, len(sequences) * inner),
-                 "clipped": totals["clipped"] / max(1, totals["tokens"]),
-                 "sequences": n_sequences, "trained_sequences": len(sequences),
-                 "children": sum(r["children"] for r in results) / len(results),
-                 "total_tokens": sum(r["total_tokens"] for r in results) / len(results),
-                 "rollout_seconds": rollout_seconds, "train_seconds": train_seconds}
-        steps_log.append(entry)
+        steps_log.append({"step": step, "reward": float(rewards.float().mean()), **stats,
+                          "children": sum(r["children"] for r in results) / len(results),
+                          "total_tokens": sum(r["total_tokens"] for r in results) / len(results),
+                          "rollout_seconds": rollout_seconds, "train_seconds": time.time() - began})
         if not args.quiet and master:
-            elapsed = time.time() - started
-            eta = elapsed / (step - first_step) * (cfg.steps - step)
-            log(f"step {step}/{cfg.steps} | reward {entry['reward']:.3f} | kl {entry['kl']:.4f} | "
-                f"clipped {entry['clipped']:.1%} | trained {len(sequences)}/{n_sequences} | children {entry['children']:.2f} | tokens {entry['total_tokens']:,.0f} | "
-                f"rollouts {rollout_seconds:.0f} s, training {train_seconds:.0f} s | ETA {eta / 60:.1f} min")
+            eta = (time.time() - started) / (step - first_step) * (cfg.steps - step)
+            log(describe_step(steps_log[-1], cfg.steps, eta / 60))
         last = step == cfg.steps
         if last or (cfg.eval_every and step % cfg.eval_every == 0):
             if master and (last or cfg.eval_problems):
-                history.append(validate(full=last))
+                history.append(validate(run, cfg, step, full=last))
                 log(describe(history[-1]))
             save()
-
     if master:
-        wall = time.time() - run_began
-        results_json = {"args": vars(args), "rl_config": asdict(cfg), "init": args.init, "beta": beta,
-                        "history": history, "steps": steps_log, "wall_seconds": wall}
-        countdown.write_atomically(os.path.join(run_dir, "run.json"), [json.dumps(results_json, indent=2) + "\n"])
-        first, final = history[0], history[-1]
-        low, high = final["accuracy_95ci"]
-        paired = ""
-        if "correct" in first:  # both checks decode every val problem (a run begun before this field: none)
-            change = paired_change(first["correct"], final["correct"])
-            paired = f" (+{change['gained']}/-{change['lost']}, McNemar p={change['p']:.2g})"
-        log(f"done: greedy accuracy {first['accuracy']:.1%} -> {final['accuracy']:.1%} "
-            f"[{low:.1%}, {high:.1%}] on {final['rollouts']} problems{paired}, children "
-            f"{first['children']:.2f} -> {final['children']:.2f}; {wall / 60:.1f} min in all; checkpoint {ckpt_path}")
+        finish(run_dir, args, cfg, run, history, steps_log, time.time() - run_began, ckpt_path, log)
     if world > 1:
         dist.destroy_process_group()
     return 0
+
+
+def resume(args, ckpt_path: str, model, tokenizer, optimizer, device, log):
+    """(step, validation history, step log) of a killed run, its weights and optimizer loaded."""
+    if not os.path.exists(ckpt_path):
+        raise ValueError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume "
+                         f"(python train_rl.py --init {args.init})")
+    _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=model.config,
+                                    expect_tokenizer=tokenizer.identity())
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log(f"resumed {ckpt_path} at step {state['step']}")
+    return state["step"], state["history"], state["steps_log"]
+
+
+def finish(run_dir: str, args, cfg: RLConfig, run: dict, history, steps_log, wall: float, ckpt_path: str, log):
+    """run.json, and the line that says how RL moved greedy accuracy on the same problems."""
+    results = {"args": vars(args), "rl_config": asdict(cfg), "init": args.init, "beta": run["beta"],
+               "history": history, "steps": steps_log, "wall_seconds": wall}
+    countdown.write_atomically(os.path.join(run_dir, "run.json"), [json.dumps(results, indent=2) + "\n"])
+    first, final = history[0], history[-1]
+    low, high = final["accuracy_95ci"]
+    change = paired_change(first["correct"], final["correct"])  # both checks decode every val problem
+    log(f"done: greedy accuracy {first['accuracy']:.1%} -> {final['accuracy']:.1%} "
+        f"[{low:.1%}, {high:.1%}] on {final['rollouts']} problems (+{change['gained']}/-{change['lost']}, "
+        f"McNemar p={change['p']:.2g}), children {first['children']:.2f} -> {final['children']:.2f}; "
+        f"{wall / 60:.1f} min in all; checkpoint {ckpt_path}")
 
 
 if __name__ == "__main__":

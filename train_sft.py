@@ -3,12 +3,11 @@ Supervised training from scratch on the solvers' demonstrations: SoS+ (serial) o
 
     python train_sft.py --mode apr --preset tiny            # generates its data on first use
     python train_sft.py --mode sosp --preset tiny --resume  # continue a killed run
-    python train_sft.py --mode apr --preset tiny3           # the earlier, 3-number CPU preset
     torchrun --nproc_per_node=2 train_sft.py --mode apr --preset small   # several GPUs (or CPU, gloo)
 
 What it does, in order:
 1. Data: problems (`countdown.py`) and demonstrations (`search.py`) for the preset's task, made
-   once and cached under `data/<task>/` (the tiny presets fix or bound the solver's beams,
+   once and cached under `data/<task>/` (the tiny preset fixes or bounds the solver's beams,
    parents' and children's: see `search_config`).
 2. Sequences: every LM call of a demonstration is one sequence (SoS+: one per problem; APR:
    every parent call and every child, `search.lm_calls`). The model is trained only on what it
@@ -80,36 +79,24 @@ class TrainConfig:
     beam_max_sosp: int | None = None  # with a fixed beam: draw each problem's beam from beam..beam_max instead
     beam_max_apr: int | None = None   #   (APR: the number of children becomes the model's choice, which RL can move)
     join_repeat: int = 1           # APR: times each parent call after a join appears per epoch (see training_sequences)
-    order: str = "shuffled"        # how demonstrations list the kept moves: "shuffled" (the authors) or "game"
-    join_weight: int = 1           # APR: loss weight of each parent call after a join, listed once (see training_sequences)
 
 
 SFT_PRESETS = {
     # the paper: 500k problems, batch 256 sequences (about 256 x 2k tokens), 19k steps
     "paper": TrainConfig(),
-    # one GPU: SFT about 27 min per mode at the rate measured on an H200 (README)
+    # one GPU: SFT about 27 min per mode at the rate measured on an H200 (docs/experiments.md, "On a GPU")
     "small": TrainConfig(n_train=200_000, batch_tokens=128 * 1024, micro_tokens=32768, steps=4000,
                          lr=3e-4, min_lr=3e-5, warmup=200, beta2=0.95, eval_every=500),
-    # the earlier CPU preset: 3 numbers in 1..25, target 10..50, a 384-token window (SoS+ beam 3,
-    # APR 5, each the solver that solves the most within it); with 3 numbers the search is too
-    # shallow for APR to lead (README)
-    "tiny3": TrainConfig(task=countdown.GameConfig(count=3, num_min=1, num_max=25, target_min=10, target_max=50),
-                         n_train=20_000, n_val=500, batch_tokens=8192, micro_tokens=2048, steps=950,
-                         lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=250, val_sequences=128,
-                         eval_problems=20, beam_sosp=3, beam_apr=5, join_repeat=2),
+    # a 2-core CPU, about half an hour per method: 4 numbers in 1..10, target 10..30, a 768-token
+    # window per thread for both methods (the model preset); SoS+ at beam 2, the best serial
+    # solver within it; APR's beam drawn per problem from 2..4 with children at beam 4, so the
+    # model chooses how many children to spawn. docs/experiments.md, "The tiny preset" says how
+    # each choice was measured.
+    "tiny": TrainConfig(task=countdown.GameConfig(count=4, num_min=1, num_max=10, target_min=10, target_max=30),
+                        n_train=20_000, n_val=500, batch_tokens=8192, micro_tokens=2048, steps=2500,
+                        lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=250, val_sequences=128,
+                        eval_problems=20, beam_sosp=2, beam_apr=2, beam_max_apr=4, child_beam_apr=4, join_repeat=2),
 }
-# a 2-core CPU in about 30 minutes per method (machine B of the README): tiny3 on the paper's
-# 4 numbers, made small (1..10, target 10..30), with a 768-token window per thread for both
-# methods (the model preset). SoS+ beam 2 is the best serial solver within it. APR: each problem's
-# beam drawn from 2..4, children at beam 4, so the model chooses how many children to spawn (2 to
-# 4); its solver solves about what a fixed beam 3 does within 768 tokens at the same tokens per
-# problem. 2,500 steps: at 950 both methods stayed below 10%; from 1,900 to 2,500 steps APR rose
-# 7.8 points and SoS+ 3.2, and APR's lead from 5.2 to 9.8 (README). 3,500 steps (about 20 more
-# minutes of pipeline) lifted both methods alike, APR by 9.6 points and SoS+ by 8.4, so the
-# lead stayed near 10 and the preset stays under 90 minutes (README, "Training longer still").
-SFT_PRESETS["tiny"] = replace(SFT_PRESETS["tiny3"], task=countdown.GameConfig(count=4, num_min=1, num_max=10,
-                                                                               target_min=10, target_max=30),
-                              steps=2500, beam_sosp=2, beam_apr=2, beam_max_apr=4, child_beam_apr=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,12 +117,12 @@ def demo_child_beam(cfg: TrainConfig, mode: str) -> int | None:
     return cfg.child_beam_apr if mode == "apr" else None
 
 
-def search_config(mode: str, beam: int | None, order: str = "shuffled",
-                  child_beam: int | None = None, beam_max: int | None = None) -> search.SearchConfig:
+def search_config(mode: str, beam: int | None, child_beam: int | None = None,
+                  beam_max: int | None = None) -> search.SearchConfig:
     """The solver settings of a run's demonstrations: the authors' defaults, a fixed beam, or a
     small range of beams.
 
-    A fixed beam is tiny3's choice, and tiny's for SoS+. With the authors' random beam (APR:
+    A fixed beam is the tiny preset's choice for SoS+. With the authors' random beam (APR:
     1..10 per problem) nothing in an APR parent's text says how many successors it will list
     before it spawns, so a greedy model cannot know when to stop; small models loop there. A fixed beam
     makes the stop countable. It is also how each method is given its best search for a context
@@ -144,17 +131,15 @@ def search_config(mode: str, beam: int | None, order: str = "shuffled",
 
     A range beam..beam_max, drawn per problem, is tiny's choice for APR (2..4): a parent's text
     still does not say how many children it will spawn, but the choice is bounded, so the model
-    learns a spread of spawn counts (greedy: 3.5 children per problem) that RL can shift (the
-    paper's RL raised it from 6.1 to 8.2), and on the same budget it learned more than from a
-    fixed beam of 3 (README)."""
-    config = replace(search.DEFAULTS[mode], order=order)
+    learns a spread of spawn counts that RL can shift (the paper's RL raised it from 6.1 to 8.2)."""
+    config = search.DEFAULTS[mode]
     if child_beam:
         config = replace(config, child_beam_min=child_beam, child_beam_max=child_beam)
     return replace(config, beam_min=beam, beam_max=max(beam, beam_max or beam)) if beam else config
 
 
 def prepare_data(task: countdown.GameConfig, mode: str, n_train: int, n_val: int, data_dir: str = "data",
-                 seed: int = 0, workers: int = 1, log=print, beam: int | None = None, order: str = "shuffled",
+                 seed: int = 0, workers: int = 1, log=print, beam: int | None = None,
                  child_beam: int | None = None, beam_max: int | None = None) -> dict:
     """Problems and demonstrations of a task, generated on first use and cached on disk."""
     paths = {split: countdown.problems_file(task, split, n, data_dir, seed, workers, log)
@@ -162,12 +147,11 @@ def prepare_data(task: countdown.GameConfig, mode: str, n_train: int, n_val: int
     for split in ("train", "val"):
         beams = f"{beam}-{beam_max}" if beam and beam_max and beam_max > beam else beam
         demos = paths[split].replace(".jsonl", f"_{mode}" + (f"_beam{beams}" if beam else "")
-                                     + (f"_child{child_beam}" if child_beam else "")
-                                     + ("_game" if order == "game" else "") + ".jsonl")
+                                     + (f"_child{child_beam}" if child_beam else "") + ".jsonl")
         if not os.path.exists(demos):
             log(f"writing {mode} demonstrations -> {demos}")
             problems = countdown.read_problems(paths[split])
-            records = search.demonstrate_all(problems, mode, seed=seed, config=search_config(mode, beam, order, child_beam, beam_max),
+            records = search.demonstrate_all(problems, mode, seed=seed, config=search_config(mode, beam, child_beam, beam_max),
                                              workers=workers, as_json=True)
             countdown.write_atomically(demos, (line for line, _ in records))
         paths[f"{split}_{mode}"] = demos
@@ -187,7 +171,7 @@ def read_demonstrations(path: str, mode: str) -> list[dict]:
 
 
 def budget_of(record: dict, mode: str, tokenizer: Tokenizer, context: int, step: int = 512) -> int:
-    """The conditioning value of a demonstration (spec section 3): SoS+, its length in tokens
+    """The conditioning value of a demonstration: SoS+, its length in tokens
     rounded up to a multiple of `step` and capped at the context; APR, its number of children."""
     if mode == "apr":
         return sum(search.spawn_sizes(record["trace_dict"]))
@@ -196,20 +180,14 @@ def budget_of(record: dict, mode: str, tokenizer: Tokenizer, context: int, step:
 
 
 def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, context: int,
-                       conditioning: bool = False, join_repeat: int = 1, join_weight: int = 1):
+                       conditioning: bool = False, join_repeat: int = 1):
     """Token ids and loss masks of every LM call, and how many were too long for the context.
 
     With `join_repeat` > 1 every APR parent call that continues after a join is listed that many
     times. Those calls are where a parent copies the winning child's path into its answer, a
-    long-range copy that small models learn last: in 32 of 100 validation problems of an earlier
-    APR tiny model a child reported the goal and the parent's answer still failed the verifier
-    (in the cases we read, a miscopied path). A parent
-    writes one such call per spawn against about five children, so repeating it shifts each
-    step's tokens toward the copy without adding steps. On the tiny3 preset, twice instead of
-    once took greedy accuracy from 30.0% to 41.8% in one run each (a second seed of the twice run
-    reached 33.0%); three and four times dropped it to 12.4% and 7.4% (README).
-    `join_weight` instead lists such a call once and multiplies its mask, so its trained tokens
-    count that many times in the loss; weight 2 reached only 27.8%, no better than once (README)."""
+    long-range copy that small models learn last; a parent writes one such call per spawn
+    against several children, so repeating it shifts each step's tokens toward the copy without
+    adding steps (docs/experiments.md, "Join-repeat")."""
     sequences, dropped = [], 0
     for record in records:
         trace = search.record_trace(record)
@@ -221,8 +199,6 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
                 dropped += 1
                 continue
             after_join = 0 < k < root_calls
-            if after_join and join_weight != 1:
-                mask = [m * join_weight for m in mask]
             sequences.extend([(ids, mask)] * (join_repeat if after_join else 1))
     return sequences, dropped
 
@@ -246,8 +222,8 @@ def epoch_steps(lengths: list[int], batch_tokens: int, seed: int, epoch: int) ->
     cut into consecutive runs of about `batch_tokens` tokens. A step is thus a random sample of
     the data, with parent calls and children mixed as they are in the whole set; drawing whole
     micro-batches of similar lengths instead would give some steps only children and others only
-    parents' second calls, and on APR data that made the loss after 300 steps nearly twice as
-    high (0.48 vs 0.27). A pure function of (seed, epoch), so a resumed run sees the same steps."""
+    parents' second calls, and on APR data that made the loss swing from step to step and stay
+    high (docs/experiments.md, "Mixed steps"). A pure function of (seed, epoch), so a resumed run sees the same steps."""
     rng = random.Random(f"sft:{seed}:{epoch}")
     order = list(range(len(lengths)))
     rng.shuffle(order)
@@ -261,24 +237,18 @@ def epoch_steps(lengths: list[int], batch_tokens: int, seed: int, epoch: int) ->
     return steps + [step] if step else steps
 
 
-def collate(sequences, batch: list[int], pad_id: int, device, with_weights: bool = False):
+def collate(sequences, batch: list[int], pad_id: int, device):
     """(idx, targets) tensors of a micro-batch: inputs are ids[:-1], targets ids[1:] where the mask
-    says the model writes that token, else -1 (padding too). With `with_weights`, also each
-    target's loss weight: its mask value (1, or the join weight)."""
+    says the model writes that token, else -1 (padding too)."""
     width = max(len(sequences[i][0]) for i in batch) - 1
     idx = torch.full((len(batch), width), pad_id, dtype=torch.long)
     targets = torch.full((len(batch), width), -1, dtype=torch.long)
-    weights = torch.zeros((len(batch), width))  # 0 on padding
     for row, i in enumerate(batch):
         ids, mask = sequences[i]
         n = len(ids) - 1
         idx[row, :n] = torch.tensor(ids[:-1])
-        targets[row, :n] = torch.tensor(ids[1:])
-        weights[row, :n] = torch.tensor(mask[1:], dtype=torch.float)
-    targets[weights == 0] = -1  # prompts, injected text and padding are not targets
-    if not with_weights:
-        return idx.to(device), targets.to(device)
-    return idx.to(device), targets.to(device), weights.to(device)
+        targets[row, :n] = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:])])
+    return idx.to(device), targets.to(device)
 
 
 class BatchStream:
@@ -377,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a SoS+ or APR model from scratch on demonstrations.")
     # what to train
     parser.add_argument("--mode", required=True, help="sosp (serial) or apr (parallel)")
-    parser.add_argument("--preset", default="tiny", help="tiny (CPU), tiny3 (the earlier 3-number CPU preset), small (one GPU) or paper")
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU), small (one GPU) or paper")
     parser.add_argument("--out", default=None, help="run folder (default out/sft_<mode>_<preset>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     parser.add_argument("--conditioning", action="store_true",
@@ -396,8 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "of spawn counts for the model to choose from)")
     parser.add_argument("--child-beam", type=int, help="APR: fixed beam of the children's searches (0: the authors' parent beam..15)")
     parser.add_argument("--join-repeat", type=int, help="APR: copies of each parent call after a join per epoch")
-    parser.add_argument("--join-weight", type=int, help="APR: loss weight of each parent call after a join")
-    parser.add_argument("--order", choices=["shuffled", "game"], help="how demonstrations list the kept moves")
     parser.add_argument("--n-layer", type=int, help="model depth (default: the preset's)")
     parser.add_argument("--n-embd", type=int, help="model width (default: the preset's)")
     parser.add_argument("--context", type=int, help="model context in tokens (default: the preset's)")
@@ -435,7 +403,7 @@ def train_config(args) -> TrainConfig:
     if args.preset not in SFT_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(SFT_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "lr", "batch_tokens", "micro_tokens", "n_train", "n_val",
-                                                "eval_every", "eval_problems", "join_repeat", "order", "join_weight") if getattr(args, k) is not None}
+                                                "eval_every", "eval_problems", "join_repeat") if getattr(args, k) is not None}
     if args.beam is not None:  # --beam 0: the authors' random beams; --beam B alone: fixed at B
         overrides[f"beam_{args.mode}"] = args.beam or None
         overrides[f"beam_max_{args.mode}"] = None
@@ -448,8 +416,8 @@ def train_config(args) -> TrainConfig:
         if args.mode != "apr":
             raise ValueError("--child-beam sets the beam of APR's children; SoS+ has none")
         overrides["child_beam_apr"] = args.child_beam or None
-    if overrides.get("join_repeat", 1) < 1 or overrides.get("join_weight", 1) < 1:
-        raise ValueError("--join-repeat and --join-weight must be at least 1")
+    if overrides.get("join_repeat", 1) < 1:
+        raise ValueError("--join-repeat must be at least 1")
     cfg = replace(SFT_PRESETS[args.preset], **overrides)
     task = {k: getattr(args, k) for k in ("count", "num_max", "target_min", "target_max") if getattr(args, k) is not None}
     if task:
@@ -466,9 +434,103 @@ def model_config(args, tokenizer: Tokenizer) -> M.GPTConfig:
 
 
 def recorded_config(args) -> dict:
-    """What fixes a run's result, as its run.json records it: `evaluate.py --reproduce` compares
+    """What fixes a run's result, as its run.json records it: `pipeline.py` compares
     this with a finished run before letting the run stand in for a stage."""
     return {"train_config": asdict(train_config(args)), "model_config": asdict(model_config(args, Tokenizer(args.numbers)))}
+
+
+def load_sequences(args, cfg: TrainConfig, tokenizer: Tokenizer, context: int, master: bool, world: int, log):
+    """The run's data: (training sequences, validation sequences, validation problems, how many
+    training sequences were too long). Rank 0 generates what is missing; the others wait for it."""
+    demos = dict(beam=demo_beam(cfg, args.mode), child_beam=demo_child_beam(cfg, args.mode),
+                 beam_max=demo_beam_max(cfg, args.mode))
+    if master:
+        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log,
+                             **demos)
+    if world > 1:
+        dist.barrier()
+    if not master:
+        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log, **demos)
+    train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
+                                             args.mode, tokenizer, context, args.conditioning, cfg.join_repeat)
+    val_seqs, _ = training_sequences(read_demonstrations(paths[f"val_{args.mode}"], args.mode),
+                                     args.mode, tokenizer, context, args.conditioning)
+    if not train_seqs:
+        raise ValueError("no training sequence fits the context; raise --context")
+    log(f"{len(train_seqs):,} training sequences ({dropped:,} longer than {context} tokens dropped), "
+        f"{sum(len(s[0]) for s in train_seqs) / len(train_seqs):.0f} tokens on average")
+    return train_seqs, val_seqs[:cfg.val_sequences], countdown.read_problems(paths["val"]), dropped
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    """AdamW with weight decay on matrices only (not on norms' gains)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, cfg.beta2))
+
+
+def train_step(forward, sequences, chosen: list[int], lengths: list[int], micro_tokens: int, pad_id: int, device,
+               rank: int = 0, world: int = 1, ddp_model=None) -> dict:
+    """Forward and backward passes of one optimizer step's sequences (the caller steps the
+    optimizer). Each rank takes every world-th sequence by length and cuts its share into
+    micro-batches; the loss is the sum of token losses over all targets of the step on all ranks,
+    so it is the step's mean whatever the split (DDP averages gradients, hence the factor world).
+    Returns the step's loss and its real and computed (padding included) tokens on this rank."""
+    by_length = sorted(chosen, key=lambda i: lengths[i])
+    mine = micro_batches(by_length[rank::world], lengths, micro_tokens)
+    n_targets = sum(sum(sequences[i][1][1:]) for i in chosen)
+    totals = {"loss": 0.0, "real": 0, "computed": 0}
+    for k, batch in enumerate(mine):
+        idx, targets = collate(sequences, batch, pad_id, device)
+        local = world > 1 and k < len(mine) - 1  # gradients stay local until the last micro-batch
+        with (ddp_model.no_sync() if local else contextlib.nullcontext()), M.autocast(device):
+            loss = -forward(idx, targets, reduction="none").sum() * world / n_targets
+        loss.backward()
+        totals["loss"] += float(loss.detach()) / world
+        totals["real"] += sum(lengths[i] for i in batch)
+        totals["computed"] += idx.numel()
+    return totals
+
+
+def check(model, tokenizer: Tokenizer, cfg: TrainConfig, step: int, data: dict, mode: str, device,
+          final: bool, master: bool) -> dict:
+    """Validation loss, and greedy accuracy with the strict verifier (all val problems at the end)."""
+    began = time.time()
+    metrics = {"step": step, "val_loss": validation_loss(model, data["val"], tokenizer.pad_id, device, cfg.micro_tokens)}
+    n = (len(data["val_problems"]) if final else cfg.eval_problems) if cfg.eval_problems else 0
+    if n and master:
+        rollouts = evaluate(model, tokenizer, data["val_problems"][:n], parallel=mode == "apr")
+        model.train()
+        metrics.update({f"greedy_{k}": v for k, v in rollouts.items()})
+    metrics["eval_seconds"] = time.time() - began
+    return metrics
+
+
+def build(args, cfg: TrainConfig, config: M.GPTConfig, tokenizer: Tokenizer, train_seqs, ckpt_path: str, device, log):
+    """(model, optimizer, batch stream, history, step): initialized from the train seed, or
+    where a killed run left them with --resume."""
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    torch.manual_seed(train_seed)
+    model = M.GPT(config).to(device)
+    optimizer = make_optimizer(model, cfg)
+    run = {"step": 0, "position": (0, 0), "history": []}
+    if args.resume:
+        run = resume(ckpt_path, model, optimizer, config, tokenizer, args.mode, device)
+        log(f"resumed {ckpt_path} at step {run['step']}")
+    stream = BatchStream(train_seqs, cfg.batch_tokens, train_seed, run["position"])
+    return model, optimizer, stream, run["history"], run["step"]
+
+
+def resume(ckpt_path: str, model, optimizer, config: M.GPTConfig, tokenizer: Tokenizer, mode: str, device) -> dict:
+    """Load a killed run's weights, optimizer and RNG state; returns its step, data position and history."""
+    _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=config, expect_tokenizer=tokenizer.identity())
+    if state["args"].get("mode") != mode:
+        raise ValueError(f"{ckpt_path} is a {state['args'].get('mode')} run, not {mode}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return {"step": state["step"], "position": tuple(state["position"]), "history": state["history"]}
 
 
 def train(args) -> int:
@@ -479,142 +541,85 @@ def train(args) -> int:
     if args.resume and not os.path.exists(ckpt_path):
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume "
                          f"(python train_sft.py --mode {args.mode} --preset {args.preset})")
-
     rank, world, device = setup_distributed(args.device)
     master = rank == 0
     # flushed lines: a log redirected to a file (nohup ... > out/run.log) shows progress as it happens
     log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
     tokenizer = Tokenizer(args.numbers)
     config = model_config(args, tokenizer)
-
-    # data: rank 0 generates, the others wait for it
-    demos = dict(beam=demo_beam(cfg, args.mode), order=cfg.order, child_beam=demo_child_beam(cfg, args.mode),
-                 beam_max=demo_beam_max(cfg, args.mode))
-    if master:
-        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, args.workers, log,
-                             **demos)
-    if world > 1:
-        dist.barrier()
-    if not master:
-        paths = prepare_data(cfg.task, args.mode, cfg.n_train, cfg.n_val, args.data_dir, args.seed, 1, log, **demos)
-    train_seqs, dropped = training_sequences(read_demonstrations(paths[f"train_{args.mode}"], args.mode),
-                                             args.mode, tokenizer, config.context, args.conditioning, cfg.join_repeat,
-                                             cfg.join_weight)
-    val_seqs, _ = training_sequences(read_demonstrations(paths[f"val_{args.mode}"], args.mode),
-                                     args.mode, tokenizer, config.context, args.conditioning)
-    val_seqs = val_seqs[:cfg.val_sequences]
-    if not train_seqs:
-        raise ValueError("no training sequence fits the context; raise --context")
-    log(f"{len(train_seqs):,} training sequences ({dropped:,} longer than {config.context} tokens dropped), "
-        f"{sum(len(s[0]) for s in train_seqs) / len(train_seqs):.0f} tokens on average")
-
-    # model, optimizer, and the state to resume
-    train_seed = args.seed if args.train_seed is None else args.train_seed
-    torch.manual_seed(train_seed)
-    model = M.GPT(config).to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=(0.9, cfg.beta2))
-    step, position, history = 0, (0, 0), []
-    if args.resume:
-        _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=config,
-                                        expect_tokenizer=tokenizer.identity())
-        if state["args"].get("mode") != args.mode:
-            raise ValueError(f"{ckpt_path} is a {state['args'].get('mode')} run, not {args.mode}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, position, history = state["step"], tuple(state["position"]), state["history"]
-        torch.set_rng_state(state["rng"])
-        log(f"resumed {ckpt_path} at step {step}")
-    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    forward = maybe_compile(train_model, device, args.compile, log)
-
-    stream = BatchStream(train_seqs, cfg.batch_tokens, train_seed, position)
-    targets_in = [sum(mask[1:]) for _, mask in train_seqs]  # trained tokens per sequence, by their weight
-
-    val_problems = countdown.read_problems(paths["val"])
-
-    eval_seconds = 0.0  # time in checks, left out of the training speed
-
-    def evaluate_now(final=False):
-        """Validation loss, and greedy accuracy with the strict verifier (all val problems at the end)."""
-        nonlocal eval_seconds
-        began = time.time()
-        metrics = {"step": step, "val_loss": validation_loss(model, val_seqs, tokenizer.pad_id, device, cfg.micro_tokens)}
-        n = (len(val_problems) if final else cfg.eval_problems) if cfg.eval_problems else 0
-        if n and master:
-            rollouts = evaluate(model, tokenizer, val_problems[:n], parallel=args.mode == "apr")
-            model.train()
-            metrics.update({f"greedy_{k}": v for k, v in rollouts.items()})
-        metrics["eval_seconds"] = time.time() - began
-        eval_seconds += metrics["eval_seconds"]
-        return metrics
+    train_seqs, val_seqs, val_problems, dropped = load_sequences(args, cfg, tokenizer, config.context, master, world, log)
+    data = {"val": val_seqs, "val_problems": val_problems}
+    model, optimizer, stream, history, step = build(args, cfg, config, tokenizer, train_seqs, ckpt_path, device, log)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    forward = maybe_compile(ddp_model, device, args.compile, log)
 
     def save():
         if master:
-            M.save_checkpoint(ckpt_path, model, tokenizer, args=vars(args), stage="sft", step=step, position=list(stream.position),
-                              history=history, optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
-                              train_config=json.loads(json.dumps(asdict(cfg))))
+            M.save_checkpoint(ckpt_path, model, tokenizer, args=vars(args), stage="sft", step=step,
+                              position=list(stream.position), history=history, optimizer=optimizer.state_dict(),
+                              rng=torch.get_rng_state(), train_config=json.loads(json.dumps(asdict(cfg))))
 
-    started, first_step = time.time(), step
+    clock = {"started": time.time(), "first_step": step, "real": 0, "computed": 0, "checks": 0.0}
     if step == 0:
-        history.append(evaluate_now())
+        history.append(check(model, tokenizer, cfg, step, data, args.mode, device, False, master))
+        clock["checks"] += history[-1]["eval_seconds"]
         log(describe(history[-1]))
-    real_seen, computed_seen = 0, 0  # tokens of sequences, and tokens computed (padding included)
     while step < cfg.steps:
         lr = learning_rate(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        chosen = stream.next()  # every rank advances the same stream and takes its share of the step:
-        by_length = sorted(chosen, key=lambda i: stream.lengths[i])  # every world-th sequence by length
-        mine = micro_batches(by_length[rank::world], stream.lengths, cfg.micro_tokens)
-        n_targets = sum(targets_in[i] for i in chosen)
-        loss_sum = 0.0
-        for k, batch in enumerate(mine):
-            idx, targets, weights = collate(train_seqs, batch, tokenizer.pad_id, device, with_weights=True)
-            sync = k == len(mine) - 1 or world == 1
-            context = train_model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
-            with context, M.autocast(device):
-                # sum of token losses / all targets of the step on all ranks: the step's mean,
-                # whatever the split of micro-batches over ranks (DDP averages, so scale by world)
-                logprobs = forward(idx, targets, reduction="none")
-                loss = -(logprobs * weights).sum() * world / n_targets
-            loss.backward()
-            loss_sum += float(loss.detach()) / world
-            real_seen += sum(len(train_seqs[i][0]) - 1 for i in batch)
-            computed_seen += idx.numel()
+        # every rank advances the same stream and takes its share of the step
+        done = train_step(forward, train_seqs, stream.next(), stream.lengths, cfg.micro_tokens, tokenizer.pad_id,
+                          device, rank, world, ddp_model)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        if world > 1:
-            loss_tensor = torch.tensor([loss_sum], device=device)
-            dist.all_reduce(loss_tensor)
-            loss_sum = float(loss_tensor)
+        clock["real"] += done["real"]
+        clock["computed"] += done["computed"]
+        loss = all_ranks_sum(done["loss"], world, device)
         if not args.quiet and master and (step % 10 == 0 or step == cfg.steps):
-            elapsed = time.time() - started - eval_seconds
-            eta = elapsed / (step - first_step) * (cfg.steps - step)
-            log(f"step {step}/{cfg.steps} | loss {loss_sum:.4f} | lr {lr:.2e} | grad norm {float(norm):.2f} | "
-                f"{computed_seen * world / max(elapsed, 1e-9):,.0f} tok/s | ETA {eta / 60:.1f} min")
+            log(progress_line(step, cfg.steps, loss, lr, float(norm), clock, world))
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            history.append(evaluate_now(final=step == cfg.steps))
+            history.append(check(model, tokenizer, cfg, step, data, args.mode, device, step == cfg.steps, master))
+            clock["checks"] += history[-1]["eval_seconds"]
             log(describe(history[-1]))
             save()
-    padding = 1 - real_seen / max(1, computed_seen)
     if master:
         save()
-        results = {"args": vars(args), "train_config": asdict(cfg), "model_config": asdict(config),
-                   "sequences": len(train_seqs), "dropped": dropped, "history": history,
-                   "final_val_loss": history[-1]["val_loss"], "padding_share": padding,
-                   "wall_seconds": time.time() - run_began, "eval_seconds": eval_seconds}
-        countdown.write_atomically(os.path.join(run_dir, "run.json"), [json.dumps(results, indent=2, default=str)])
-        log(f"done: {describe(history[-1])}; {padding:.1%} of computed tokens were padding; "
-            f"{(time.time() - run_began) / 60:.1f} min in all; checkpoint {ckpt_path}")
+        write_results(run_dir, args, cfg, config, len(train_seqs), dropped, history, clock, run_began, log, ckpt_path)
     if world > 1:
         dist.destroy_process_group()
     return 0
+
+
+def all_ranks_sum(value: float, world: int, device) -> float:
+    if world == 1:
+        return value
+    tensor = torch.tensor([value], device=device)
+    dist.all_reduce(tensor)
+    return float(tensor)
+
+
+def progress_line(step: int, steps: int, loss: float, lr: float, norm: float, clock: dict, world: int) -> str:
+    """One log line: the step's loss, and the speed and time left, checks left out."""
+    elapsed = time.time() - clock["started"] - clock["checks"]
+    eta = elapsed / (step - clock["first_step"]) * (steps - step)
+    return (f"step {step}/{steps} | loss {loss:.4f} | lr {lr:.2e} | grad norm {norm:.2f} | "
+            f"{clock['computed'] * world / max(elapsed, 1e-9):,.0f} tok/s | ETA {eta / 60:.1f} min")
+
+
+def write_results(run_dir, args, cfg, config, sequences: int, dropped: int, history, clock, run_began, log,
+                  ckpt_path) -> None:
+    """run.json: the arguments, the configs and every check; what `pipeline.py` compares a rerun against."""
+    padding = 1 - clock["real"] / max(1, clock["computed"])
+    results = {"args": vars(args), "train_config": asdict(cfg), "model_config": asdict(config),
+               "sequences": sequences, "dropped": dropped, "history": history,
+               "final_val_loss": history[-1]["val_loss"], "padding_share": padding,
+               "wall_seconds": time.time() - run_began, "eval_seconds": clock["checks"]}
+    countdown.write_atomically(os.path.join(run_dir, "run.json"), [json.dumps(results, indent=2, default=str)])
+    log(f"done: {describe(history[-1])}; {padding:.1%} of computed tokens were padding; "
+        f"{(time.time() - run_began) / 60:.1f} min in all; checkpoint {ckpt_path}")
 
 
 if __name__ == "__main__":

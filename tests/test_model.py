@@ -141,17 +141,16 @@ def test_per_token_logprobs_match_log_softmax(gpt):
 @pytest.mark.parametrize("cache_rows, picked, block_slack", [
     (6, (2, 0, 3, 1), 2.0), (4, (2, 0, 3, 1), 2.0), (12, (9, 0, 11, 4), 2.0), (12, (9, 0, 11, 4), 4.0),
     (6, (2, 0, 3, 1), 1.0)])
-def test_cached_decoding_matches_full_forward_for_ragged_rows(gpt, cache_rows, picked, block_slack, monkeypatch):
+def test_cached_decoding_matches_full_forward_for_ragged_rows(gpt, cache_rows, picked, block_slack):
     """Rows out of order, in a cache with spare rows and in one whose every row is in the batch
     (a full batch in permuted order once took the contiguous-view path and misaligned rows), and
     rows scattered over a larger cache; attended in place in the cache's block of rows
     (block_slack 2 and 4: later steps decode fewer rows, with holes between them) and gathered
     (block_slack 1, and 12 rows spread over 12 at slack 2)."""
-    monkeypatch.setattr(KVCache, "block_slack", block_slack)
     torch.manual_seed(1)
     seqs = [torch.randint(0, TINY.vocab_size, (n,)).tolist() for n in (5, 17, 1, 30)]
     prompt_lens = [3, 9, 1, 20]
-    cache = KVCache(TINY, rows=cache_rows)
+    cache = KVCache(TINY, rows=cache_rows, block_slack=block_slack)
     rows = cache.allocate(cache_rows)
     rows = [rows[i] for i in picked]
     T = max(prompt_lens)

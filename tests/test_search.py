@@ -241,53 +241,13 @@ def test_every_moving_line_names_the_node_expanded_next(problems):
 def test_solver_statistics_are_near_the_authors(problems):
     """The authors' solvers: ~51% SoS+, ~70% APR, 6.2 children per spawn, 8.6 sequences per
     problem. 300 problems leave a few points of sampling noise, hence the wide bounds here; the
-    2,000-problem figures are in the issue's closing note."""
+    2,000-problem figures are in docs/experiments.md."""
     sosp = search.summarize(list(search.demonstrate_all(problems, "sosp")))
     apr = search.summarize(list(search.demonstrate_all(problems, "apr")))
     assert 0.42 < sosp["solved"] < 0.60
     assert 0.62 < apr["solved"] < 0.78
     assert 5.2 < apr["children_per_spawn"] < 7.2
     assert 7.0 < apr["sequences_per_problem"] < 10.0
-
-
-@pytest.mark.parametrize("order", ["shuffled", "game"])
-def test_fast_last_move_writes_the_same_as_the_general_expansion(problems, monkeypatch, order):
-    config = replace(search.DEFAULTS["apr"], order=order)
-    fast = [search.demonstrate(p, i, "apr", 0, config) for i, p in enumerate(problems[:150])]
-    monkeypatch.setattr(search.Searcher, "fast_last_move", False)
-    slow = [search.demonstrate(p, i, "apr", 0, config) for i, p in enumerate(problems[:150])]
-    assert fast == slow
-
-
-def test_game_order_writes_the_kept_moves_as_the_rules_list_them():
-    """With every move kept, the root's expansion lists the moves of the pairs left to right in
-    `countdown.moves`' order, and an APR parent spawns its children in the order it wrote them."""
-    expected = [text for a, b in [(3, 5), (3, 7), (5, 7)] for _, text in countdown.moves(a, b)]
-    problem = {"nums": [3, 5, 7], "target": 24}
-    serial = search.demonstrate(problem, 0, "sosp", 0, SearchConfig(beam_min=20, beam_max=20, promising=0.0,
-                                                                     order="game"))
-    root_block = serial["search_path"].split("Moving to Node")[0]  # a serial trace starts at the root state
-    assert re.findall(r"Exploring Operation: (\S+),", root_block) == expected
-    parallel = search.demonstrate(problem, 0, "apr", 0, SearchConfig(beam_min=20, beam_max=20, child_beam_max=20,
-                                                                      promising=1.0, order="game"))
-    first_call = parallel["trace_dict"]["main_calls"][0]
-    assert re.findall(r"Exploring Operation: (\S+),", first_call) == expected
-    assert search.parse_spawn(first_call)[2] == [f"0,{i}" for i in range(len(expected))]
-
-
-@pytest.mark.parametrize("mode", ["sosp", "apr"])
-def test_game_order_solves_the_same_problems_with_correct_traces(problems, mode):
-    """The order changes how the kept moves are written, not which are kept: with fixed beams the
-    pruned search tree, hence what is solved, is the same as the authors' shuffled order."""
-    fixed = replace(search.DEFAULTS[mode], beam_min=3, beam_max=3, child_beam_max=3)
-    shuffled = list(search.demonstrate_all(problems, mode, config=fixed))
-    game = list(search.demonstrate_all(problems, mode, config=replace(fixed, order="game")))
-    assert [r["solved"] for r in game] == [r["solved"] for r in shuffled]
-    assert [r["search_path"] for r in game] != [r["search_path"] for r in shuffled]
-    for r in game:
-        assert countdown.is_correct(r["nums"], r["target"], r["search_path"]) == r["solved"]
-        if mode == "apr":
-            _check_round_trip(r["trace_dict"])
 
 
 def test_settings_change_the_search(problems):
@@ -337,7 +297,7 @@ def test_cli_output_is_identical_for_one_and_two_workers(tmp_path, capsys):
     summary = capsys.readouterr().out
     assert "solved" in summary and "children per spawn" in summary
     record = json.loads(outs[0].splitlines()[0])
-    for field in ("nums", "target", "search_path", "trace_dict", "rating", "solved", "sequences", "chars"):
+    for field in ("nums", "target", "search_path", "trace_dict", "solved", "sequences", "chars"):
         assert field in record
     assert set(record["trace_dict"]) == {"main_calls", "sub_calls"}
 

@@ -8,6 +8,8 @@ import os
 import pytest
 import torch
 
+import countdown
+import evaluate
 import model as M
 import train_rl
 import train_sft
@@ -206,7 +208,7 @@ def test_trained_log_probs_are_those_the_engine_sampled_with(sft_runs, monkeypat
     assert float(logp.sum()) == pytest.approx(sum(drawn), rel=1e-4)
 
 
-RL_RUN = ["--preset", "tiny3", "--prompts", "2", "--group", "2", "--eval-every", "1", "--eval-problems", "2",
+RL_RUN = ["--preset", "tiny", "--prompts", "2", "--group", "2", "--eval-every", "1", "--eval-problems", "2",
           "--quiet"]
 
 
@@ -215,7 +217,7 @@ RL_RUN = ["--preset", "tiny3", "--prompts", "2", "--group", "2", "--eval-every",
 def test_two_step_run_writes_an_rl_checkpoint_that_evaluation_reads(tmp_path, sft_runs, mode, algo, skip):
     out = tmp_path / "rl"
     assert train_rl.main(RL_RUN + ["--init", str(sft_runs / mode), "--algo", algo, "--steps", "2",
-                                   "--out", str(out)] + (["--skip-uniform-groups"] if skip else [])) == 0
+                                   "--out", str(out), "--skip-uniform-groups" if skip else "--no-skip-uniform-groups"]) == 0
     results = json.loads((out / "run.json").read_text())
     # every sequence trained, or (skipping) only those of non-zero advantage: a two-step SFT model
     # solves nothing, so every group's rewards are all 0 and one sequence alone is trained
@@ -230,14 +232,19 @@ def test_two_step_run_writes_an_rl_checkpoint_that_evaluation_reads(tmp_path, sf
     assert not skip or any(s["reward"] == 0 for s in results["steps"])
     assert [h["step"] for h in results["history"]] == [0, 1, 2]
     assert [h["rollouts"] for h in results["history"]] == [8, 2, 8]  # all 8 val problems first and last
-    assert len(results["steps"]) == 2 and all(0 <= s["reward"] <= 1 for s in results["steps"])
-    _, _, state = M.load_checkpoint(str(out))
+    assert len(results["steps"]) == 2
+    model, tok, state = M.load_checkpoint(str(out))
     assert state["stage"] == "rl" and state["args"]["mode"] == mode and state["step"] == 2
-    import evaluate
     assert evaluate.run_facts(state)["method"] == ("APR" if mode == "apr" else "SoS+") + " after RL"
-    # RL changed the weights it started from
-    init = M.load_checkpoint(str(sft_runs / mode))[2]["model"]
-    assert any(not torch.equal(init[k], v) for k, v in state["model"].items())
+    # RL changed the weights it started from, and its first and last checks are greedy evaluations
+    # of the SFT model and of the saved RL model on the same validation problems
+    sft_model, _, sft_state = M.load_checkpoint(str(sft_runs / mode))
+    assert any(not torch.equal(sft_state["model"][k], v) for k, v in state["model"].items())
+    task = countdown.GameConfig(**sft_state["train_config"]["task"])
+    problems = countdown.read_problems(countdown.problems_file(task, "val", 8, sft_state["args"]["data_dir"]))
+    for check, checked in ((results["history"][0], sft_model), (results["history"][-1], model)):
+        again = evaluate.evaluate(checked, tok, problems, parallel=mode == "apr")
+        assert (check["correct"], check["total_tokens"]) == (again["correct"], again["total_tokens"])
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path, sft_runs, monkeypatch):
@@ -311,6 +318,8 @@ def test_two_process_gloo_run_trains_one_model_from_both_ranks_rollouts(tmp_path
     assert returncode == 0, torchrun_failure(stderr)
     state = M.load_checkpoint(str(tmp_path / "ddp"))[2]
     assert state["step"] == 2 and len(state["steps_log"]) == 2
+    # the loss divides by the sequences of both ranks' rollouts: 4 prompts x 2, one or more calls each
+    assert all(entry["sequences"] >= 8 for entry in state["steps_log"])
     init = M.load_checkpoint(str(sft_runs / "apr"))[2]["model"]
     assert any(not torch.equal(init[k], v) for k, v in state["model"].items())
 

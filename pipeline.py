@@ -1,0 +1,179 @@
+"""
+The whole experiment in one command: data, SFT and RL of both methods, evaluation, comparison.
+
+    python pipeline.py tiny      # about 85 minutes on 2 CPU cores; rerun the same command after a kill
+    python pipeline.py smoke     # the same stages on a few problems, in under a minute (CI runs it)
+
+Each stage is the command a user would type (`python train_sft.py --mode apr --preset tiny ...`),
+run in this process and printed before it runs:
+
+1. SFT of SoS+, then RL from it; SFT of APR, then RL from it (`train_sft.py`, `train_rl.py`);
+2. greedy evaluation of the four models on the validation problems (`evaluate.py --ckpt`);
+3. the comparison table beside the paper's numbers and the figures (`evaluate.py --compare`),
+   then the paired leads: APR over SoS+ after SFT and after RL, and RL's effect on each.
+
+A stage whose run folder holds a finished run (`run.json`) made by the stage's command as it
+stands is skipped, and one with only a checkpoint resumes, so the same command continues a
+killed pipeline; a run made otherwise (another config, or RL older than its SFT model) stops
+the pipeline with one line saying so rather than standing in for the stage. Outputs go to
+`out/<pipeline>/`: the four run folders, `compare/` (table.md and the figures) and
+`pipeline.json` (minutes per stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import countdown
+import evaluate
+import model as M
+import train_rl
+import train_sft
+
+# Each stage's arguments on top of the preset. The training scripts' own greedy checks are cut
+# short here because the evaluation stage measures every run on all validation problems anyway.
+# `smoke` is the tiny preset cut to a few steps on a few problems, to check that the stages fit.
+PIPELINES = {
+    "tiny": {"preset": "tiny", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"]},
+    "smoke": {"preset": "tiny",
+              "sft": ["--eval-problems", "0", "--steps", "3", "--n-train", "200", "--n-val", "12", "--n-layer", "1",
+                      "--no-compile", "--quiet"],
+              "rl": ["--steps", "1", "--prompts", "4", "--group", "2", "--n-val", "4", "--quiet"]},
+}
+SCRIPTS = {"train_sft": train_sft, "train_rl": train_rl}
+RUNS = ("sft_sosp", "sft_apr", "rl_sosp", "rl_apr")
+
+
+def stages(name: str, root: str, data_dir: str) -> list[tuple]:
+    """(stage, run folder, script name, argv) of every training stage, in order."""
+    spec = PIPELINES[name]
+    out = []
+    for mode in ("sosp", "apr"):
+        sft_dir, rl_dir = os.path.join(root, f"sft_{mode}"), os.path.join(root, f"rl_{mode}")
+        out.append((f"SFT {mode}", sft_dir, "train_sft",
+                    ["--mode", mode, "--preset", spec["preset"], "--out", sft_dir, "--data-dir", data_dir, *spec["sft"]]))
+        out.append((f"RL {mode}", rl_dir, "train_rl",
+                    ["--init", sft_dir, "--preset", spec["preset"], "--out", rl_dir, *spec["rl"]]))
+    return out
+
+
+def stale_run(run_dir: str, script, argv: list[str]) -> str | None:
+    """Why what a stage's run folder holds was not made by the stage's command as it stands
+    (None: nothing there, or it was). A finished run must have been trained with the config the
+    command resolves to now (a preset changed since would otherwise pass as its result), and an
+    RL run, finished or started, must be newer than the SFT checkpoint it starts from."""
+    run_file = os.path.join(run_dir, "run.json")
+    started = [p for p in (run_file, os.path.join(run_dir, "ckpt.pt")) if os.path.exists(p)]
+    if not started:
+        return None
+    args = script.build_parser().parse_args(argv)
+    init = getattr(args, "init", None)  # RL's SFT run
+    if init and os.path.exists(init) and min(map(os.path.getmtime, started)) < os.path.getmtime(M.checkpoint_path(init)):
+        return f"was trained from an earlier {init}"
+    if not os.path.exists(run_file):
+        return None  # a started run: the stage resumes it
+    with open(run_file) as f:
+        run = json.load(f)
+    wanted = json.loads(json.dumps(script.recorded_config(args), default=str))  # as run.json stores it
+    changed = []
+    for part, value in wanted.items():
+        had = run.get(part)
+        if isinstance(value, dict) and isinstance(had, dict):
+            changed += [f"{k} {had.get(k)} (now {v})" for k, v in value.items() if had.get(k) != v]
+        elif had != value:
+            changed.append(f"{part} {had} (now {value})")
+    return f"holds a run trained otherwise: {', '.join(changed)}" if changed else None
+
+
+def train_all(name: str, root: str, data_dir: str, out=print) -> dict:
+    """Run every training stage not finished yet; returns the seconds of those that ran."""
+    seconds = {}
+    for stage, run_dir, script, argv in stages(name, root, data_dir):
+        why_not = stale_run(run_dir, SCRIPTS[script], argv)
+        if why_not:  # a run made otherwise must not stand in for this stage, nor be overwritten
+            raise ValueError(f"{run_dir} {why_not}; move it away or pass another --out")
+        if os.path.exists(os.path.join(run_dir, "run.json")):
+            out(f"== {stage}: finished before in {run_dir}, skipped")
+            continue
+        resume = ["--resume"] if os.path.exists(os.path.join(run_dir, "ckpt.pt")) else []
+        out(f"== {stage}: python {script}.py {' '.join(argv + resume)}")
+        began = time.time()
+        if SCRIPTS[script].main(argv + resume):
+            raise ValueError(f"stage {stage} failed; fix what it printed and rerun `python pipeline.py {name}` to continue")
+        seconds[stage] = time.time() - began
+    return seconds
+
+
+def evaluate_all(run_dirs: list[str], out=print) -> dict:
+    """Greedy evaluation of every run whose report is missing or older than its checkpoint."""
+    seconds = {}
+    for run_dir in run_dirs:
+        report = os.path.join(run_dir, evaluate.report_name("val", 0.0, 1, None, None, False))
+        if os.path.exists(report) and os.path.getmtime(report) > os.path.getmtime(M.checkpoint_path(run_dir)):
+            out(f"== evaluation of {run_dir}: done before, skipped")
+            continue
+        out(f"== evaluation: python evaluate.py --ckpt {run_dir}")
+        began = time.time()
+        if evaluate.main(["--ckpt", run_dir]):
+            raise ValueError(f"the evaluation of {run_dir} failed")
+        seconds[f"evaluation {os.path.basename(run_dir)}"] = time.time() - began
+    return seconds
+
+
+def leads(run_dirs: list[str]) -> str:
+    """The paper's claims at this scale, in points of greedy accuracy at the same window: APR over
+    SoS+ after SFT and after RL, and RL's effect on each method, paired on the same problems."""
+    greedy = {os.path.basename(d): evaluate.load_reports(d)["greedy"]["metrics"] for d in run_dirs}
+    accuracy = {run: 100 * m["accuracy"] for run, m in greedy.items()}
+
+    def rl_change(mode):
+        change = evaluate.paired_change(greedy[f"sft_{mode}"]["correct"], greedy[f"rl_{mode}"]["correct"])
+        return (f"{accuracy[f'rl_{mode}'] - accuracy[f'sft_{mode}']:+.1f} "
+                f"(+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g})")
+    return (f"APR - SoS+: {accuracy['sft_apr'] - accuracy['sft_sosp']:+.1f} points after SFT, "
+            f"{accuracy['rl_apr'] - accuracy['rl_sosp']:+.1f} after RL; RL on APR: {rl_change('apr')}, "
+            f"on SoS+: {rl_change('sosp')}")
+
+
+def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=print) -> int:
+    """Every stage of a pipeline, then the comparison of its four runs (see the module docstring)."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; use one of {', '.join(PIPELINES)}")
+    root = os.path.join(out_root, name)
+    began = time.time()
+    seconds = train_all(name, root, data_dir, out)
+    run_dirs = [os.path.join(root, run) for run in RUNS]
+    seconds.update(evaluate_all(run_dirs, out))
+    out(f"== comparison -> {os.path.join(root, 'compare')}")
+    evaluate.compare(run_dirs, os.path.join(root, "compare"), out=out)
+    out(leads(run_dirs))
+    for stage, s in seconds.items():
+        out(f"{stage:>24}: {s / 60:5.1f} min")
+    out(f"pipeline {name}: {(time.time() - began) / 60:.1f} min in this call ({len(seconds)} stages ran)")
+    countdown.write_atomically(os.path.join(root, "pipeline.json"),
+                               [json.dumps({"pipeline": name, "stage_seconds": seconds,
+                                            "wall_seconds": time.time() - began}, indent=2) + "\n"])
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="The whole pipeline: data, SFT and RL of SoS+ and APR, evaluation, the comparison table and "
+                    "figures. Rerun the same command to continue after a kill.")
+    parser.add_argument("pipeline", help=f"which one: {', '.join(PIPELINES)}")
+    parser.add_argument("--out", default="out", help="root of the pipeline's runs (default out: out/<pipeline>/)")
+    parser.add_argument("--data-dir", default="data", help="where problems and demonstrations are cached")
+    args = parser.parse_args(argv)
+    try:
+        return reproduce(args.pipeline, args.out, args.data_dir)
+    except ValueError as error:
+        print(f"pipeline.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
