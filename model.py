@@ -65,7 +65,7 @@ PRESETS = {
     # one GPU, about an hour of SFT
     "small": GPTConfig(n_layer=8, n_embd=512, n_head=8, mlp_hidden=1376, context=4096),
     # a 2-core CPU: narrow, because on this budget tokens seen beat width; a 768-token window per
-    # thread (docs/experiments.md, "The 4-number tiny task")
+    # thread (docs/experiments.md, "The 4-number task and its window")
     "tiny": GPTConfig(n_layer=4, n_embd=128, n_head=4, mlp_hidden=352, context=768),
 }
 

@@ -82,8 +82,8 @@ RL_PRESETS = {
     "paper": RLConfig(),
     "small": RLConfig(steps=100, eval_every=20),
     # a 2-core CPU, about 10 minutes for APR: 8 problems x 8 samples at temperature 0.5, 14 steps
-    # (896 rollouts), lr 3e-5, zero-advantage sequences untrained (docs/experiments.md,
-    # "Reinforcement learning" says what each setting measured)
+    # (896 rollouts), lr 3e-5, zero-advantage sequences untrained (docs/experiments.md: "RL on
+    # tiny3, and checks of the gradient", "RL of the tiny preset: steps, skipping, learning rate")
     "tiny": RLConfig(prompts=8, group=8, steps=14, lr=3e-5, temperature=0.5, micro_tokens=4096, eval_every=4,
                      eval_problems=0, skip_uniform_groups=True),
 }

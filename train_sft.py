@@ -84,14 +84,14 @@ class TrainConfig:
 SFT_PRESETS = {
     # the paper: 500k problems, batch 256 sequences (about 256 x 2k tokens), 19k steps
     "paper": TrainConfig(),
-    # one GPU: SFT about 27 min per mode at the rate measured on an H200 (docs/experiments.md, "On a GPU")
+    # one GPU: SFT about 27 min per mode at the rate measured on an H200 (docs/experiments.md, "A GPU check")
     "small": TrainConfig(n_train=200_000, batch_tokens=128 * 1024, micro_tokens=32768, steps=4000,
                          lr=3e-4, min_lr=3e-5, warmup=200, beta2=0.95, eval_every=500),
     # a 2-core CPU, about half an hour per method: 4 numbers in 1..10, target 10..30, a 768-token
     # window per thread for both methods (the model preset); SoS+ at beam 2, the best serial
     # solver within it; APR's beam drawn per problem from 2..4 with children at beam 4, so the
-    # model chooses how many children to spawn. docs/experiments.md, "The tiny preset" says how
-    # each choice was measured.
+    # model chooses how many children to spawn; 2,500 steps. docs/experiments.md: "The 4-number
+    # task and its window", "Drawn beams" and "Training longer: 2,500 steps".
     "tiny": TrainConfig(task=countdown.GameConfig(count=4, num_min=1, num_max=10, target_min=10, target_max=30),
                         n_train=20_000, n_val=500, batch_tokens=8192, micro_tokens=2048, steps=2500,
                         lr=3e-3, min_lr=3e-4, warmup=50, beta2=0.95, eval_every=250, val_sequences=128,
@@ -187,7 +187,7 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
     times. Those calls are where a parent copies the winning child's path into its answer, a
     long-range copy that small models learn last; a parent writes one such call per spawn
     against several children, so repeating it shifts each step's tokens toward the copy without
-    adding steps (docs/experiments.md, "Join-repeat")."""
+    adding steps (docs/experiments.md, "Join-repeat, measured alone")."""
     sequences, dropped = [], 0
     for record in records:
         trace = search.record_trace(record)
@@ -223,7 +223,8 @@ def epoch_steps(lengths: list[int], batch_tokens: int, seed: int, epoch: int) ->
     the data, with parent calls and children mixed as they are in the whole set; drawing whole
     micro-batches of similar lengths instead would give some steps only children and others only
     parents' second calls, and on APR data that made the loss swing from step to step and stay
-    high (docs/experiments.md, "Mixed steps"). A pure function of (seed, epoch), so a resumed run sees the same steps."""
+    high (docs/experiments.md, "Mixed steps"). A pure function of (seed, epoch), so a resumed run
+    sees the same steps."""
     rng = random.Random(f"sft:{seed}:{epoch}")
     order = list(range(len(lengths)))
     rng.shuffle(order)

@@ -94,8 +94,8 @@ def test_join_repeat_lists_each_call_after_a_join_and_nothing_else():
 
 
 def test_each_mode_gets_its_own_demonstration_beam_and_a_fixed_beam_fixes_the_search():
-    cfg = train_sft.SFT_PRESETS["tiny"]
-    assert (train_sft.demo_beam(cfg, "sosp"), train_sft.demo_beam(cfg, "apr")) == (cfg.beam_sosp, cfg.beam_apr)
+    cfg = replace(train_sft.TrainConfig(), beam_sosp=3, beam_apr=5)
+    assert (train_sft.demo_beam(cfg, "sosp"), train_sft.demo_beam(cfg, "apr")) == (3, 5)
     config = train_sft.search_config("apr", 4)
     assert (config.beam_min, config.beam_max) == (4, 4)
     assert train_sft.search_config("apr", None) == search.DEFAULTS["apr"]
