@@ -299,6 +299,19 @@ def roll_out(engine: Engine, run: dict, cfg: RLConfig, args, step: int, rank: in
     return results, rewards, rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
 
 
+def rollout_means(results: list[dict], rewards: torch.Tensor, world: int, device) -> dict:
+    """The step's mean reward, children and total tokens per rollout, over every rank's rollouts."""
+    if world == 1:
+        return {"reward": float(rewards.float().mean()),
+                "children": sum(r["children"] for r in results) / len(results),
+                "total_tokens": sum(r["total_tokens"] for r in results) / len(results)}
+    sums = torch.tensor([float(rewards.sum()), sum(r["children"] for r in results),
+                         sum(r["total_tokens"] for r in results), len(results)], dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    return {"reward": float(sums[0] / sums[3]), "children": float(sums[1] / sums[3]),
+            "total_tokens": float(sums[2] / sums[3])}
+
+
 def update(run: dict, ddp_model, optimizer, sequences: list[dict], cfg: RLConfig, algo: str, world: int,
            device) -> dict:
     """`inner` optimizer steps on one batch of rollouts' sequences; returns the step's statistics.
@@ -412,9 +425,7 @@ def train(args) -> int:
             group["lr"] = learning_rate(step, cfg)
         stats = update(run, ddp_model, optimizer, sequences, cfg, args.algo, world, device)
         step += 1
-        steps_log.append({"step": step, "reward": float(rewards.float().mean()), **stats,
-                          "children": sum(r["children"] for r in results) / len(results),
-                          "total_tokens": sum(r["total_tokens"] for r in results) / len(results),
+        steps_log.append({"step": step, **rollout_means(results, rewards, world, device), **stats,
                           "rollout_seconds": rollout_seconds, "train_seconds": time.time() - began})
         if not args.quiet and master:
             eta = (time.time() - started) / (step - first_step) * (cfg.steps - step)

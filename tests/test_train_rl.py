@@ -1,6 +1,7 @@
 """Reinforcement learning (train_rl.py): advantages, the loss against the formula by hand, zero
 gradient for uninformative groups, short runs of main, resume, bad input."""
 
+import importlib.util
 import json
 import math
 import os
@@ -306,22 +307,40 @@ def test_init_must_be_an_sft_checkpoint(tmp_path, capsys, sft_runs):
         assert message in err and len(err.splitlines()) == 1
 
 
-def test_two_process_gloo_run_trains_one_model_from_both_ranks_rollouts(tmp_path, sft_runs):
+def test_two_process_gloo_run_agrees_with_one_process_on_both_ranks_rollouts(tmp_path, sft_runs, monkeypatch):
     """torchrun with 2 CPU processes (gloo): each rank rolls out its half of the step's prompts
-    and DistributedDataParallel averages the gradients, so the run ends with one set of weights,
-    different from the SFT model's."""
+    with its own sampling seed, and DistributedDataParallel averages the gradients of a loss that
+    divides by the sequences of both ranks. A single process that rolls out the two halves as the
+    two ranks do and trains on all of them must end with the same weights. The stand-in reward
+    (1 for a rollout text of even length) gives the groups rewards that differ, so the policy
+    gradient acts, not only the KL term."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    returncode, stderr = run_torchrun(
-        [os.path.join(root, "train_rl.py"), "--init", str(sft_runs / "apr"), "--steps", "2", "--prompts", "4",
-         "--group", "2", "--eval-problems", "0", "--quiet", "--device", "cpu",  # gloo: CPU tensors
-         "--out", str(tmp_path / "ddp")], cwd=root)
+    script = os.path.join(root, "experiments", "rl_with_a_stand_in_reward.py")
+    args = ["--init", str(sft_runs / "apr"), "--steps", "2", "--prompts", "4", "--group", "2", "--n-val", "2",
+            "--eval-problems", "0", "--no-skip-uniform-groups", "--quiet", "--device", "cpu"]  # gloo: CPU tensors
+    returncode, stderr = run_torchrun([script, *args, "--out", str(tmp_path / "ddp")], cwd=root)
     assert returncode == 0, torchrun_failure(stderr)
-    state = M.load_checkpoint(str(tmp_path / "ddp"))[2]
-    assert state["step"] == 2 and len(state["steps_log"]) == 2
-    # the loss divides by the sequences of both ranks' rollouts: 4 prompts x 2, one or more calls each
-    assert all(entry["sequences"] >= 8 for entry in state["steps_log"])
+
+    spec = importlib.util.spec_from_file_location("stand_in", script)
+    stand_in = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stand_in)
+    monkeypatch.setattr(countdown, "reward", stand_in.stand_in_reward)
+    real = train_rl.roll_out
+
+    def both_ranks(engine, run, cfg, args, step, rank, world):
+        halves = [real(engine, run, cfg, args, step, r, 2) for r in (0, 1)]
+        return (halves[0][0] + halves[1][0], torch.cat([halves[0][1], halves[1][1]]), halves[0][2] + halves[1][2])
+    monkeypatch.setattr(train_rl, "roll_out", both_ranks)
+    assert train_rl.main([*args, "--out", str(tmp_path / "single")]) == 0
+
+    ddp, single = (M.load_checkpoint(str(tmp_path / run))[2] for run in ("ddp", "single"))
+    assert [s["reward"] for s in ddp["steps_log"]] == [s["reward"] for s in single["steps_log"]]
+    assert 0 < ddp["steps_log"][0]["reward"] < 1  # rewards differ within the step: a policy gradient
+    assert all(s["sequences"] == t["sequences"] >= 8 for s, t in zip(ddp["steps_log"], single["steps_log"]))
     init = M.load_checkpoint(str(sft_runs / "apr"))[2]["model"]
-    assert any(not torch.equal(init[k], v) for k, v in state["model"].items())
+    assert any(not torch.equal(init[k], v) for k, v in ddp["model"].items())
+    for name, tensor in single["model"].items():
+        assert torch.allclose(tensor, ddp["model"][name], atol=1e-5), name
 
 
 def test_learning_rate_warms_up_linearly_then_stays_constant():
