@@ -165,37 +165,26 @@ def hf_generate_rate(config, prompts: list[list[int]], new_tokens: int, device, 
     return (out.shape[1] - width) * len(prompts) / (clock() - start)
 
 
-def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny") -> None:
-    """Decoding speed of the engine against two baselines run here: one row at a time with the
-    same KV cache, and naive full recomputation; the share of engine time spent outside the
-    model's forward (orchestration); and what a join saves against re-prefilling the parent."""
+def device_clock(device):
+    """Wall time once the GPU's queued work is done (a CPU runs it as it goes)."""
     import torch
-    import countdown as cd
-    import model as M
-    import search as S
-    from rollout import Engine, Limits
-    from tokenizer import Tokenizer
-    tok = Tokenizer()
-    torch.manual_seed(0)
-    device = M.pick_device()
-    config = M.preset(preset, vocab_size=tok.vocab_size)
-    gpt = M.GPT(config).to(device).eval()
 
-    def clock():  # wall time once the GPU's queued work is done (a CPU runs it as it goes)
+    def clock():
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter()
-    import copy
-    no_stop = copy.copy(tok)
-    no_stop.eos_id = -1  # the engine never sees an EOS: every row decodes to the limit, as in the baselines
-    problems = list(cd.generate_problems(batch, seed=5))
-    prompts = [[tok.bos_id] + tok.encode(S.root_prompt(p["nums"], p["target"], False)) for p in problems]
-    context = max(map(len, prompts)) + new_tokens
-    print(f"== rollout: {preset} preset (random weights) on {device.type}, {batch} rows, "
-          f"up to {context} tokens per thread")
+    return clock
 
-    forward_time = [0.0]
-    real_forward = gpt.forward
+
+def timed_engine_run(gpt, tok, problems, prompts, context: int, batch: int, clock) -> tuple[float, float]:
+    """(new tokens/s of serial engine decoding, share of its wall time outside the model's
+    forward). The engine never sees an EOS, so every row decodes to the limit, as the baselines do."""
+    import copy
+
+    from rollout import Engine, Limits
+    no_stop = copy.copy(tok)
+    no_stop.eos_id = -1
+    forward_time, real_forward = [0.0], gpt.forward
 
     def timed_forward(*a, **k):
         start = clock()
@@ -203,53 +192,52 @@ def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny") -> None:
         forward_time[0] += clock() - start
         return out
     gpt.forward = timed_forward
-    engine = Engine(gpt, no_stop, parallel=False, limits=Limits(context=context), max_rows=batch)
-    start = clock()
-    results = engine.run(problems)
-    engine_s = clock() - start
-    gpt.forward = real_forward
+    try:
+        start = clock()
+        results = Engine(gpt, no_stop, parallel=False, limits=Limits(context=context), max_rows=batch).run(problems)
+        seconds = clock() - start
+    finally:
+        gpt.forward = real_forward
     generated = sum(len(r["threads"][0]["calls"][-1][0]) - len(p) for r, p in zip(results, prompts))
-    engine_rate = generated / engine_s
-    orchestration = 1 - forward_time[0] / engine_s
+    return generated / seconds, 1 - forward_time[0] / seconds
 
-    def one_row(prompt):  # the same model and cache, one thread at a time
-        cache = M.KVCache(config, 1, context, device=device)
+
+def one_row_rate(gpt, prompts, context: int, device, clock) -> float:
+    """New tokens/s decoding one thread at a time with the same model and cache (4 prompts)."""
+    import torch
+
+    import model as M
+    start = clock()
+    for prompt in prompts[:4]:
+        cache = M.KVCache(gpt.config, 1, context, device=device)
         with torch.no_grad(), M.autocast(device):
             logits = gpt(torch.tensor([prompt], device=device), kv_cache=cache, rows=[0], last_only=True)
             for _ in range(context - len(prompt)):
                 logits = gpt(logits.argmax(-1, keepdim=True), kv_cache=cache, rows=[0], last_only=True)
-    sample_rows = min(4, batch)
-    start = clock()
-    for prompt in prompts[:sample_rows]:
-        one_row(prompt)
-    one_row_rate = sample_rows * (context - len(prompts[0])) / (clock() - start)
+    return min(4, len(prompts)) * (context - len(prompts[0])) / (clock() - start)
 
-    def naive(prompt, steps):  # recompute everything for every token
-        ids = list(prompt)
-        with torch.no_grad(), M.autocast(device):
-            for _ in range(steps):
-                ids.append(int(gpt(torch.tensor([ids], device=device))[0, -1].argmax()))
-    steps = min(64, new_tokens)
-    start = clock()
-    naive(prompts[0], steps)
-    naive_rate = steps / (clock() - start)
-    print(f"engine, batch {batch}:        {engine_rate:>9,.0f} new tokens/s "
-          f"({orchestration:.0%} of wall time outside the model's forward)")
-    print(f"one row at a time, cached: {one_row_rate:>9,.0f} new tokens/s -> engine {engine_rate / one_row_rate:.1f}x")
-    print(f"naive full recompute:      {naive_rate:>9,.0f} new tokens/s (first {steps} tokens) "
-          f"-> engine {engine_rate / naive_rate:.1f}x")
-    hf_rate = hf_generate_rate(config, prompts, new_tokens, device, clock)
-    if hf_rate is None:
-        print("transformers not installed: its generate() comparison skipped")
-    else:
-        print(f"transformers generate():   {hf_rate:>9,.0f} new tokens/s (a Llama of the same shape, batch {batch}) "
-              f"-> engine {engine_rate / hf_rate:.1f}x")
 
-    # a join: the parent's cache keeps its text before the spawn block; only the join block is new
-    block = 120
-    before = min(600, config.context - block)
-    ids = torch.randint(0, tok.vocab_size, (1, before + block), device=device)
-    cache = M.KVCache(config, 1, before + block, device=device)
+def naive_rate(gpt, prompt, steps: int, device, clock) -> float:
+    """New tokens/s recomputing the whole sequence for every token, no cache."""
+    import torch
+
+    import model as M
+    ids = list(prompt)
+    start = clock()
+    with torch.no_grad(), M.autocast(device):
+        for _ in range(steps):
+            ids.append(int(gpt(torch.tensor([ids], device=device))[0, -1].argmax()))
+    return steps / (clock() - start)
+
+
+def join_seconds(gpt, vocab: int, block: int, before: int, device, clock) -> tuple[float, float]:
+    """(seconds of a join, prefilling only its `block` tokens after `before` cached ones; seconds of
+    re-prefilling all of them), each the mean of 5."""
+    import torch
+
+    import model as M
+    ids = torch.randint(0, vocab, (1, before + block), device=device)
+    cache = M.KVCache(gpt.config, 1, before + block, device=device)
     with torch.no_grad(), M.autocast(device):
         gpt(ids[:, :before], kv_cache=cache, rows=[0])
         start = clock()
@@ -261,7 +249,47 @@ def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny") -> None:
         for _ in range(5):
             cache.truncate(0, 0)
             gpt(ids, kv_cache=cache, rows=[0])
-        full_s = (clock() - start) / 5
+    return join_s, (clock() - start) / 5
+
+
+def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny") -> None:
+    """Decoding speed of the engine against two baselines run here: one row at a time with the
+    same KV cache, and naive full recomputation; the share of engine time spent outside the
+    model's forward (orchestration); and what a join saves against re-prefilling the parent."""
+    import torch
+
+    import model as M
+    from tokenizer import Tokenizer
+    tok = Tokenizer()
+    torch.manual_seed(0)
+    device = M.pick_device()
+    config = M.preset(preset, vocab_size=tok.vocab_size)
+    gpt = M.GPT(config).to(device).eval()
+    clock = device_clock(device)
+    problems = list(countdown.generate_problems(batch, seed=5))
+    prompts = [[tok.bos_id] + tok.encode(search.root_prompt(p["nums"], p["target"], False)) for p in problems]
+    context = max(map(len, prompts)) + new_tokens
+    print(f"== rollout: {preset} preset (random weights) on {device.type}, {batch} rows, "
+          f"up to {context} tokens per thread")
+    engine, orchestration = timed_engine_run(gpt, tok, problems, prompts, context, batch, clock)
+    one_row = one_row_rate(gpt, prompts, context, device, clock)
+    steps = min(64, new_tokens)
+    naive = naive_rate(gpt, prompts[0], steps, device, clock)
+    print(f"engine, batch {batch}:        {engine:>9,.0f} new tokens/s "
+          f"({orchestration:.0%} of wall time outside the model's forward)")
+    print(f"one row at a time, cached: {one_row:>9,.0f} new tokens/s -> engine {engine / one_row:.1f}x")
+    print(f"naive full recompute:      {naive:>9,.0f} new tokens/s (first {steps} tokens) "
+          f"-> engine {engine / naive:.1f}x")
+    hf_rate = hf_generate_rate(config, prompts, new_tokens, device, clock)
+    if hf_rate is None:
+        print("transformers not installed: its generate() comparison skipped")
+    else:
+        print(f"transformers generate():   {hf_rate:>9,.0f} new tokens/s (a Llama of the same shape, batch {batch}) "
+              f"-> engine {engine / hf_rate:.1f}x")
+    # a join: the parent's cache keeps its text before the spawn block; only the join block is new
+    block = 120
+    before = min(600, config.context - block)
+    join_s, full_s = join_seconds(gpt, tok.vocab_size, block, before, device, clock)
     print(f"join of a {block}-token block after {before} tokens: {join_s * 1e3:.1f} ms, against "
           f"{full_s * 1e3:.1f} ms re-prefilling all {before + block}: {full_s / join_s:.1f}x")
 

@@ -335,6 +335,63 @@ def compare_table(runs: dict) -> str:
     return "\n".join(lines)
 
 
+def sweep_points(reports: dict) -> tuple[list, str]:
+    """A run's sweep points and what they vary: "budget" (APR children) or "samples" (SoS+ cons@n)."""
+    points = reports.get("sweep", {}).get("sweep", [])
+    return points, "budget" if points and "budget" in points[0] else "samples"
+
+
+def figure_4a(ax, runs: dict) -> None:
+    """Accuracy against total tokens: the APR budget sweep, SoS+ cons@n, each run's greedy point."""
+    for run, reports in runs.items():
+        points, label = sweep_points(reports)
+        m, method = reports["greedy"]["metrics"], reports["greedy"]["method"]
+        if points:
+            ax.plot([p["total_tokens"] for p in points], [100 * p["accuracy"] for p in points], marker="o",
+                    label=f"{method} ({'child budget' if label == 'budget' else 'cons@n'})")
+        ax.scatter([m["total_tokens"]], [100 * m["accuracy"]], marker="*", s=120,
+                   label=f"{method} greedy ({os.path.basename(run)})")
+    ax.set(xlabel="total tokens per problem", ylabel="accuracy (%)", title="Fig. 4a: accuracy vs total tokens")
+
+
+def figure_4b(ax, runs: dict) -> None:
+    """Cumulative accuracy against the context window, and some conditioned child budgets."""
+    for run, reports in runs.items():
+        method = reports["greedy"]["method"]
+        curve = reports["greedy"]["metrics"].get("cumulative", [])
+        ax.plot([w for w, _ in curve], [100 * a for _, a in curve], marker="o", label=f"{method} ({os.path.basename(run)})")
+        points, label = sweep_points(reports)
+        for p in points:
+            if label == "budget" and p["budget"] in (3, 6, 10) and p.get("cumulative"):
+                ax.plot([w for w, _ in p["cumulative"]], [100 * a for _, a in p["cumulative"]], linestyle="--",
+                        label=f"{method}, {p['budget']} children")
+    ax.set(xlabel="context window (tokens)", ylabel="cumulative accuracy (%)", title="Fig. 4b: accuracy within a window")
+
+
+def figure_5(ax, runs: dict) -> None:
+    """Greedy and temperature 1.0 accuracy per run, before and after RL side by side."""
+    names = list(runs)
+    for key, offset in (("greedy", -0.2), ("temperature 1.0", 0.2)):
+        values = [100 * runs[r][key]["metrics"]["accuracy"] if key in runs[r] else 0 for r in names]
+        ax.bar([i + offset for i in range(len(names))], values, width=0.4, label=key)
+    ax.set_xticks(range(len(names)), [f"{runs[r]['greedy']['method']}\n{os.path.basename(r)}" for r in names],
+                  fontsize=7)
+    ax.set(ylabel="accuracy (%)", title="Fig. 5: accuracy per run (SFT / after RL)")
+
+
+def figure_6(axes, runs: dict) -> None:
+    """Accuracy against sequential tokens and against latency."""
+    for reports in runs.values():
+        points, _ = sweep_points(reports)
+        m, method = reports["greedy"]["metrics"], reports["greedy"]["method"]
+        for ax, key in zip(axes, ("sequential_tokens", "latency")):
+            if points:
+                ax.plot([p[key] for p in points], [100 * p["accuracy"] for p in points], marker="o", label=method)
+            ax.scatter([m[key]], [100 * m["accuracy"]], marker="*", s=120, label=f"{method} greedy")
+    axes[0].set(xlabel="sequential tokens per problem", ylabel="accuracy (%)", title="Fig. 6a")
+    axes[1].set(xlabel="latency per problem (s, batched)", ylabel="accuracy (%)", title="Fig. 6b")
+
+
 def plot_figures(runs: dict, out_dir: str) -> list[str]:
     """Figures 4a, 4b, 5 and 6 of the paper from our runs; [] when matplotlib is missing."""
     try:
@@ -345,77 +402,17 @@ def plot_figures(runs: dict, out_dir: str) -> list[str]:
         return []
     os.makedirs(out_dir, exist_ok=True)
     written = []
-
-    def save(fig, name):
+    for name, draw, columns in (("fig4a_total_tokens.png", figure_4a, 1), ("fig4b_context_window.png", figure_4b, 1),
+                                ("fig5_runs.png", figure_5, 1), ("fig6_sequential_latency.png", figure_6, 2)):
+        fig, axes = plt.subplots(1, columns, figsize=(5 if columns == 1 else 9, 4))
+        draw(axes, runs)
+        (axes if columns == 1 else axes[0]).legend(fontsize=7)
         path = os.path.join(out_dir, name)
         fig.tight_layout()
-        fig.savefig(path + ".tmp.png", dpi=120)
+        fig.savefig(path + ".tmp.png", dpi=120)  # written whole, then renamed
         os.replace(path + ".tmp.png", path)
         plt.close(fig)
         written.append(path)
-
-    def sweep_points(reports):
-        points = reports.get("sweep", {}).get("sweep", [])
-        label = "budget" if points and "budget" in points[0] else "samples"
-        return points, label
-
-    # Figure 4a: accuracy against total tokens (APR budget sweep, SoS+ cons@n)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for run, reports in runs.items():
-        points, label = sweep_points(reports)
-        m = reports["greedy"]["metrics"]
-        if points:
-            ax.plot([p["total_tokens"] for p in points], [100 * p["accuracy"] for p in points], marker="o",
-                    label=f"{reports['greedy']['method']} ({'child budget' if label == 'budget' else 'cons@n'})")
-        ax.scatter([m["total_tokens"]], [100 * m["accuracy"]], marker="*", s=120,
-                   label=f"{reports['greedy']['method']} greedy ({os.path.basename(run)})")
-    ax.set(xlabel="total tokens per problem", ylabel="accuracy (%)", title="Fig. 4a: accuracy vs total tokens")
-    ax.legend(fontsize=7)
-    save(fig, "fig4a_total_tokens.png")
-
-    # Figure 4b: cumulative accuracy against the context window
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for run, reports in runs.items():
-        curve = reports["greedy"]["metrics"].get("cumulative", [])
-        ax.plot([w for w, _ in curve], [100 * a for _, a in curve], marker="o",
-                label=f"{reports['greedy']['method']} ({os.path.basename(run)})")
-        points, label = sweep_points(reports)
-        for p in points:
-            if label == "budget" and p["budget"] in (3, 6, 10) and p.get("cumulative"):
-                ax.plot([w for w, _ in p["cumulative"]], [100 * a for _, a in p["cumulative"]], linestyle="--",
-                        label=f"{reports['greedy']['method']}, {p['budget']} children")
-    ax.set(xlabel="context window (tokens)", ylabel="cumulative accuracy (%)",
-           title="Fig. 4b: accuracy within a window")
-    ax.legend(fontsize=7)
-    save(fig, "fig4b_context_window.png")
-
-    # Figure 5: greedy and temperature 1.0 accuracy per run (before and after RL side by side)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    names = list(runs)
-    for k, (key, offset) in enumerate((("greedy", -0.2), ("temperature 1.0", 0.2))):
-        values = [100 * runs[r][key]["metrics"]["accuracy"] if key in runs[r] else 0 for r in names]
-        ax.bar([i + offset for i in range(len(names))], values, width=0.4, label=key)
-    ax.set_xticks(range(len(names)), [f"{runs[r]['greedy']['method']}\n{os.path.basename(r)}" for r in names],
-                  fontsize=7)
-    ax.set(ylabel="accuracy (%)", title="Fig. 5: accuracy per run (SFT / after RL)")
-    ax.legend(fontsize=7)
-    save(fig, "fig5_runs.png")
-
-    # Figure 6: accuracy against sequential tokens and against latency
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for run, reports in runs.items():
-        points, _ = sweep_points(reports)
-        m = reports["greedy"]["metrics"]
-        for ax, key in zip(axes, ("sequential_tokens", "latency")):
-            if points:
-                ax.plot([p[key] for p in points], [100 * p["accuracy"] for p in points], marker="o",
-                        label=reports["greedy"]["method"])
-            ax.scatter([m[key]], [100 * m["accuracy"]], marker="*", s=120,
-                       label=f"{reports['greedy']['method']} greedy")
-    axes[0].set(xlabel="sequential tokens per problem", ylabel="accuracy (%)", title="Fig. 6a")
-    axes[1].set(xlabel="latency per problem (s, batched)", ylabel="accuracy (%)", title="Fig. 6b")
-    axes[0].legend(fontsize=7)
-    save(fig, "fig6_sequential_latency.png")
     return written
 
 
