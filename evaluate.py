@@ -359,13 +359,15 @@ def figure_4b(ax, runs: dict) -> None:
     for run, reports in runs.items():
         method = reports["greedy"]["method"]
         curve = reports["greedy"]["metrics"].get("cumulative", [])
-        ax.plot([w for w, _ in curve], [100 * a for _, a in curve], marker="o", label=f"{method} ({os.path.basename(run)})")
+        ax.plot([w for w, _ in curve], [100 * a for _, a in curve], marker="o",
+                label=f"{method} ({os.path.basename(run)})")
         points, label = sweep_points(reports)
         for p in points:
             if label == "budget" and p["budget"] in (3, 6, 10) and p.get("cumulative"):
                 ax.plot([w for w, _ in p["cumulative"]], [100 * a for _, a in p["cumulative"]], linestyle="--",
                         label=f"{method}, {p['budget']} children")
-    ax.set(xlabel="context window (tokens)", ylabel="cumulative accuracy (%)", title="Fig. 4b: accuracy within a window")
+    ax.set(xlabel="context window (tokens)", ylabel="cumulative accuracy (%)",
+           title="Fig. 4b: accuracy within a window")
 
 
 def figure_5(ax, runs: dict) -> None:

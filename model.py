@@ -7,7 +7,8 @@ spawn/join rollout engine is built on. Needs only torch.
 Architecture (the paper's): token embedding, N pre-norm blocks of
 (RMSNorm -> causal self-attention with rotary positions) and (RMSNorm -> SwiGLU MLP), final
 RMSNorm, untied output head, no biases anywhere. `GPTConfig` presets: `paper` (18 layers, width
-1024, 227.7M non-embedding parameters, context 4,096), `small` (one GPU) and `tiny` (a 2-core CPU).
+1024, 227.7M non-embedding parameters, context 4,096), `small` (one GPU) and `tiny` (a 2-core
+CPU).
 
 One `forward` serves three uses:
 - training: `model(idx, targets)` returns the mean cross-entropy over targets that are not -1;

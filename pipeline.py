@@ -54,8 +54,8 @@ def stages(name: str, root: str, data_dir: str) -> list[tuple]:
     out = []
     for mode in ("sosp", "apr"):
         sft_dir, rl_dir = os.path.join(root, f"sft_{mode}"), os.path.join(root, f"rl_{mode}")
-        out.append((f"SFT {mode}", sft_dir, "train_sft",
-                    ["--mode", mode, "--preset", spec["preset"], "--out", sft_dir, "--data-dir", data_dir, *spec["sft"]]))
+        out.append((f"SFT {mode}", sft_dir, "train_sft", ["--mode", mode, "--preset", spec["preset"], "--out", sft_dir,
+                                                          "--data-dir", data_dir, *spec["sft"]]))
         out.append((f"RL {mode}", rl_dir, "train_rl",
                     ["--init", sft_dir, "--preset", spec["preset"], "--out", rl_dir, *spec["rl"]]))
     return out
@@ -72,8 +72,9 @@ def stale_run(run_dir: str, script, argv: list[str]) -> str | None:
         return None
     args = script.build_parser().parse_args(argv)
     init = getattr(args, "init", None)  # RL's SFT run
-    if init and os.path.exists(init) and min(map(os.path.getmtime, started)) < os.path.getmtime(M.checkpoint_path(init)):
-        return f"was trained from an earlier {init}"
+    if init and os.path.exists(init):
+        if min(map(os.path.getmtime, started)) < os.path.getmtime(M.checkpoint_path(init)):
+            return f"was trained from an earlier {init}"
     if not os.path.exists(run_file):
         return None  # a started run: the stage resumes it
     with open(run_file) as f:
@@ -103,7 +104,8 @@ def train_all(name: str, root: str, data_dir: str, out=print) -> dict:
         out(f"== {stage}: python {script}.py {' '.join(argv + resume)}")
         began = time.time()
         if SCRIPTS[script].main(argv + resume):
-            raise ValueError(f"stage {stage} failed; fix what it printed and rerun `python pipeline.py {name}` to continue")
+            raise ValueError(f"stage {stage} failed; fix what it printed and rerun "
+                             f"`python pipeline.py {name}` to continue")
         seconds[stage] = time.time() - began
     return seconds
 

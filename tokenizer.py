@@ -17,24 +17,12 @@ digit), else one character. tiktoken looks a whole piece up before merging bytes
 a number in the vocabulary is always one token; a larger number (say 12345 with max_number
 1000) is merged from the number tokens it contains ("123", "45").
 
-Why this design (figures from `python tokenizer.py --demonstrations data/p2k_apr.jsonl
-data/p2k_sosp.jsonl`: 1,000 APR and 1,000 SoS+ demonstrations of the paper's task, every LM call
-of each, BOS and EOS included):
-
-| tokenizer                       | vocab  | tokens per sequence | chars per token |
-|---------------------------------|--------|---------------------|-----------------|
-| bytes only                      |    259 |               2,767 |            1.00 |
-| phrases, digits one by one      |    292 |                 864 |            3.21 |
-| phrases, whole numbers < 1,000  |  1,282 |                 622 |            4.46 |
-| phrases, whole numbers < 10,000 | 10,282 |                 607 |            4.57 |
-
-(9,503 sequences: every LM call of the first 1,000 demonstrations of each file.)
-The phrases cut a sequence to under a third of its bytes. Whole numbers save another 28% over
-digits and, more to the point for a small model, turn "45-34=11" into five tokens whose
-arithmetic is one lookup per step rather than a carry over digit positions. Numbers below 1,000 cover the task's inputs and
-98.7% of all numbers written in the traces (first 500 demonstrations of each file); going to
-10,000 adds a 9,000-row embedding for a 2.4% shorter sequence, a poor trade for the tiny model.
-Default: whole numbers below 1,000; `numbers="digits"` stays for comparing the two by training.
+Why this design: the phrases cut a sequence to under a third of its bytes, and whole numbers
+save another 28% over digits and, more to the point for a small model, turn "45-34=11" into
+five tokens whose arithmetic is one lookup per step rather than a carry over digit positions.
+Numbers below 1,000 cover the task's inputs and nearly every number the traces write
+(docs/experiments.md, "The tokenizer", has the measurements). `numbers="digits"` (the paper's
+way) stays a parameter, to compare the two by training.
 """
 
 from __future__ import annotations
