@@ -19,6 +19,7 @@ Three properties matter to everything built on top of this file:
   also unique within their split.
 - A strict verifier: `extract_answer`, `check_solution` and `is_correct` replay the answer on a
   multiset of the inputs with exact integer arithmetic, and never evaluate model text as code.
+  Numbers are read as the game writes them: ASCII digits, no leading zeros, at most 18 digits.
   Any string at all gets True or False, never an exception.
 
 Standard library only: no torch, no numpy.
@@ -360,7 +361,8 @@ def write_atomically(path: str, lines) -> int:
 
 GOAL = "Goal Reached"
 _MAX_DIGITS = 18  # no honest number in a trace is this long; longer ones are malformed, not slow
-_NUMBER = rf"\d{{1,{_MAX_DIGITS}}}"
+# a number as the game writes it: ASCII digits (`\d` would take any script's), no leading zeros
+_NUMBER = rf"(?:0|[1-9][0-9]{{0,{_MAX_DIGITS - 1}}})"
 _STEP = re.compile(rf"Exploring Operation: ({_NUMBER})([-+*/])({_NUMBER})=({_NUMBER}), "
                    rf"Resulting Numbers: \[((?:{_NUMBER}(?:, {_NUMBER})*)?)\]")
 _GOAL_LINE = re.compile(rf"({_NUMBER}),({_NUMBER}) equal: {GOAL}")

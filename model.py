@@ -208,9 +208,12 @@ class KVCache:
             self.in_use[r] = False
             self.lengths[r] = 0
 
-    def fork(self, source: int, targets) -> None:
-        """Copy row `source` (its keys, values and length) into each of the `targets` rows."""
-        n = int(self.lengths[source])
+    def fork(self, source: int, targets, length: int | None = None) -> None:
+        """Copy the first `length` slots of row `source` (default: all it holds) into each of the
+        `targets` rows, which then hold that many tokens."""
+        n = int(self.lengths[source]) if length is None else length
+        if not 0 <= n <= int(self.lengths[source]):
+            raise ValueError(f"cannot fork {n} slots of row {source}, which holds {int(self.lengths[source])}")
         targets = torch.as_tensor(list(targets), dtype=torch.long, device=self.k.device)
         self.k[:, targets, :, :n] = self.k[:, source:source + 1, :, :n]
         self.v[:, targets, :, :n] = self.v[:, source:source + 1, :, :n]

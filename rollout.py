@@ -214,7 +214,8 @@ class Engine:
             free -= 1
             holders += self._may_spawn(t)
             if source is not None and source.prompt_logits is not None and source.row is not None:
-                self.cache.fork(source.row, [t.row])  # its pending token is not in the cache yet
+                # exactly the prompt: the source's row may already hold tokens it decoded since
+                self.cache.fork(source.row, [t.row], length=len(t.pending))
                 t.pending, t.last_logits = [], source.prompt_logits
         ready = [i for i in active if threads[i].row is not None]
         if not ready:

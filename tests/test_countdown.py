@@ -71,6 +71,10 @@ def test_answer_is_text_after_second_to_last_goal():
                                             ("26+1=27", [27]), goal=28)),
     ("no steps at all", "\n27,27 equal: Goal Reached\n"),
     ("unreadable step", path(("53 - 22 = 31", [26, 31, 31]))),
+    ("leading zeros", path(("053-022=031", [26, 31, 31]), ("31/31=1", [26, 1]), ("26+1=27", [27]))),
+    ("full-width digits", path(("\uff15\uff13-22=31", [26, 31, 31]), ("31/31=1", [26, 1]), ("26+1=27", [27]))),
+    ("Arabic-Indic digits", path(("\u0665\u0663-22=31", [26, 31, 31]), ("31/31=1", [26, 1]),
+                                 ("26+1=27", [27]))),
 ])
 def test_wrong_paths_are_rejected(name, answer):
     assert not check_solution(NUMS, TARGET, answer), name

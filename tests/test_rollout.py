@@ -215,6 +215,21 @@ def test_forked_samples_match_at_temperature_zero_and_differ_at_one():
     assert [r["text"] for r in again] == [r["text"] for r in hot], "seeded sampling is reproducible"
 
 
+@pytest.mark.parametrize("parallel, rows", [(False, 2), (True, 3)])
+def test_samples_given_a_row_late_decode_as_they_would_alone(parallel, rows):
+    """More samples than cache rows: a sample that gets its row only after its source has begun
+    decoding must start from the source's prompt alone, not from what the source has written
+    since. Greedy, so every sample of a problem must equal that problem decoded alone. Problems of
+    different sizes reach the context limit at different times, so rows free up while other
+    problems' sources are still decoding."""
+    gpt = random_gpt(context=80)
+    problems = [{"nums": [3, 5], "target": 15}, {"nums": [2, 3, 4, 5, 6, 7, 8], "target": 40},
+                {"nums": [9, 11, 4], "target": 20}, {"nums": [1, 2, 3, 4, 5, 6], "target": 21}]
+    alone = [Engine(gpt, TOK, parallel=parallel, max_rows=8).run([p])[0]["text"] for p in problems]
+    crowded = Engine(gpt, TOK, parallel=parallel, max_rows=rows).run(problems, samples=3)
+    assert [r["text"] for r in crowded] == [text for text in alone for _ in range(3)]
+
+
 def test_trace_viewer_renders_every_thread(tmp_path):
     from rollout import render_html, render_tree
     problems = list(countdown.generate_problems(6, seed=4))
