@@ -176,6 +176,28 @@ def split_of(nums: list[int], target: int) -> str:
     return next(name for name, buckets in _SPLIT_BUCKETS.items() if bucket in buckets)
 
 
+# What a problem may be, wherever problems come from (a file, the command line): small enough to
+# search. A 6-number search writes up to tens of MB of text per problem (docs/experiments.md,
+# 2026-12-01), and the heuristic keeps a table as long as the target.
+MAX_NUMBERS = 5
+MAX_VALUE = 10_000
+
+
+def problem_error(nums, target) -> str | None:
+    """Why (nums, target) is not a problem this project can search, or None if it is one:
+    2..MAX_NUMBERS integers in 0..MAX_VALUE and an integer target in 2..MAX_VALUE (booleans are
+    not numbers here)."""
+    def integer(x):
+        return isinstance(x, int) and not isinstance(x, bool)
+    if not isinstance(nums, list) or not 2 <= len(nums) <= MAX_NUMBERS:
+        return f"a problem has 2 to {MAX_NUMBERS} numbers"
+    if not all(integer(x) and 0 <= x <= MAX_VALUE for x in nums):
+        return f"its numbers must be integers in 0..{MAX_VALUE}"
+    if not integer(target) or not 2 <= target <= MAX_VALUE:
+        return f"its target must be an integer in 2..{MAX_VALUE}"
+    return None
+
+
 @dataclass(frozen=True)
 class GameConfig:
     """What a problem looks like. The defaults are the paper's task."""
@@ -192,13 +214,14 @@ class GameConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible parameter."""
-        if self.count < 2:
-            raise ValueError(f"--count must be at least 2 (got {self.count})")
-        if self.num_min < 1 or self.num_min > self.num_max:
-            raise ValueError(f"need 1 <= --num-min <= --num-max (got {self.num_min}..{self.num_max})")
-        if self.target_min < 2 or self.target_min > self.target_max:
-            raise ValueError(
-                f"need 2 <= --target-min <= --target-max (got {self.target_min}..{self.target_max})")
+        if not 2 <= self.count <= MAX_NUMBERS:
+            raise ValueError(f"--count must be in 2..{MAX_NUMBERS} (got {self.count})")
+        if not 1 <= self.num_min <= self.num_max <= MAX_VALUE:
+            raise ValueError(f"need 1 <= --num-min <= --num-max <= {MAX_VALUE} "
+                             f"(got {self.num_min}..{self.num_max})")
+        if not 2 <= self.target_min <= self.target_max <= MAX_VALUE:
+            raise ValueError(f"need 2 <= --target-min <= --target-max <= {MAX_VALUE} "
+                             f"(got {self.target_min}..{self.target_max})")
         # No expression exceeds the product of max(x, 2) over its inputs (a+b <= a*b once both
         # are at least 2), so a target above that bound can never be reached.
         if max(self.num_max, 2) ** self.count < self.target_min:
@@ -321,14 +344,11 @@ def read_problems(path: str) -> list[dict]:
                 continue
             try:
                 record = json.loads(line)
-                nums, target = record["nums"], record["target"]
-                ok = (isinstance(nums, list) and len(nums) >= 2 and isinstance(target, int)
-                      and all(isinstance(x, int) and x >= 0 for x in nums) and target >= 2)
+                why = problem_error(record["nums"], record["target"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                raise ValueError(f"{path}:{line_number}: not a problem (want a JSON object with "
-                                 f"a list of non-negative integers `nums` and an integer `target`)")
+                why = "want a JSON object with a list of integers `nums` and an integer `target`"
+            if why:
+                raise ValueError(f"{path}:{line_number}: not a problem: {why}")
             problems.append(record)
     return problems
 
@@ -496,6 +516,8 @@ def main(argv=None) -> int:
     try:
         if args.workers < 1:
             raise ValueError(f"--workers must be at least 1 (got {args.workers})")
+        if args.n < 1:
+            raise ValueError(f"--n must be at least 1 (got {args.n}): a file of no problems is of no use")
         problems = generate_problems(args.n, args.seed, args.split, game, args.workers,
                                      progress=not args.quiet)
         count = write_atomically(args.out, (json.dumps(p) + "\n" for p in problems))

@@ -673,12 +673,16 @@ def main(argv=None) -> int:
 def _check_config(config: SearchConfig, args) -> None:
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1 (got {args.workers})")
-    if args.limit is not None and args.limit < 0:
-        raise ValueError(f"--limit must be non-negative (got {args.limit})")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1 (got {args.limit})")
     if not 1 <= config.beam_min <= config.beam_max:
         raise ValueError(f"need 1 <= --beam-min <= --beam-max (got {config.beam_min}..{config.beam_max})")
     if config.child_beam_min < 0:
-        raise ValueError(f"--child-beam-min must be at least 1, or 0 for the parent's beam (got {config.child_beam_min})")
+        raise ValueError(f"--child-beam-min must be at least 1, or 0 for the parent's beam "
+                         f"(got {config.child_beam_min})")
+    if config.child_beam_max < max(1, config.child_beam_min):
+        raise ValueError(f"need --child-beam-min <= --child-beam-max (got {config.child_beam_min}.."
+                         f"{config.child_beam_max})")
     if not 0.0 <= config.promising <= 1.0:
         raise ValueError(f"--promising must be a probability in [0, 1] (got {config.promising})")
     if config.min_spawn_children < 1 or config.depth < 0:

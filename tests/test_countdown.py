@@ -200,10 +200,13 @@ def test_different_seeds_give_different_problems():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--n", "-5"], "--n must be non-negative"),
+    (["--n", "-5"], "--n must be at least 1"),
+    (["--n", "0"], "--n must be at least 1"),
+    (["--count", "6"], "--count must be in 2..5"),
+    (["--target-max", "20000"], "--target-max <= 10000"),
     (["--count", "5", "--num-min", "1", "--num-max", "1"], "never reach"),  # five 1s make at most 6
     (["--count", "2", "--num-max", "3", "--target-min", "10"], "can never reach"),  # 3 * 3 < 10
-    (["--count", "1"], "--count must be at least 2"),
+    (["--count", "1"], "--count must be in 2..5"),
     (["--num-min", "50", "--num-max", "10"], "--num-min"),
     (["--workers", "0"], "--workers"),
 ])

@@ -311,6 +311,13 @@ def test_cli_output_is_identical_for_one_and_two_workers(tmp_path, capsys):
     ("", ["--promising", "1.5"], "--promising"),
     ("", ["--limit", "-1"], "--limit"),
     ("", ["--child-beam-min", "-1"], "--child-beam-min"),
+    ("", ["--child-beam-min", "9", "--child-beam-max", "3"], "--child-beam-min <= --child-beam-max"),
+    ("", ["--limit", "0"], "--limit must be at least 1"),
+    # a search of 20 numbers would write gigabytes: refused where the problem is read
+    ('{"nums": [%s], "target": 50}\n' % ", ".join(["7"] * 20), [], "p.jsonl:1: not a problem: a problem has 2 to 5"),
+    ('{"nums": [2, true], "target": 2}\n', [], "p.jsonl:1: not a problem: its numbers must be integers"),
+    ('{"nums": [2, 3], "target": 123456789012345678901}\n', [], "its target must be an integer in 2..10000"),
+    ('{"nums": [-4, 3], "target": 12}\n', [], "its numbers must be integers in 0..10000"),
 ])
 def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys, content, args, message):
     problems = tmp_path / "p.jsonl"
