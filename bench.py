@@ -38,6 +38,7 @@ the best of `--repeats` runs.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import countdown
@@ -361,10 +362,13 @@ def bench_apr(ckpt: str, n: int, repeats: int) -> None:
 
     import model as M
     from rollout import Engine
-    if not os.path.exists(M.checkpoint_path(ckpt)):
+    if not os.path.isfile(os.path.join(ckpt, "ckpt.pt") if os.path.isdir(ckpt) else ckpt):
         print(f"== apr: no checkpoint at {ckpt} (train one: python train_sft.py --mode apr), skipped")
         return
     gpt, tok, state = M.load_checkpoint(ckpt, M.pick_device(None))
+    if state["args"].get("mode") not in ("sosp", "apr") or "task" not in state.get("train_config", {}):
+        raise ValueError(f"{ckpt}: the checkpoint does not say whether it is a sosp or an apr model, "
+                         f"or which task it learned")
     if state["args"].get("mode") != "apr":
         print(f"== apr: {ckpt} is not an APR model, skipped")
         return
@@ -405,17 +409,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1 or args.repeats < 1:
         parser.error("--n and --repeats must be positive")
-    for part in args.part or sorted(PARTS):
-        if part == "search":
-            bench_search(args.n, args.repeats)
-        elif part == "model":
-            bench_model(args.presets, args.steps, args.batch_tokens)
-        elif part == "rollout":
-            bench_rollout(args.rows, args.new_tokens, args.rollout_preset)
-        elif part == "sft":
-            bench_sft(args.presets, args.steps)
-        elif part == "apr":
-            bench_apr(args.ckpt, args.problems, args.repeats)
+    try:
+        for part in args.part or sorted(PARTS):
+            if part == "search":
+                bench_search(args.n, args.repeats)
+            elif part == "model":
+                bench_model(args.presets, args.steps, args.batch_tokens)
+            elif part == "rollout":
+                bench_rollout(args.rows, args.new_tokens, args.rollout_preset)
+            elif part == "sft":
+                bench_sft(args.presets, args.steps)
+            elif part == "apr":
+                bench_apr(args.ckpt, args.problems, args.repeats)
+    except ValueError as error:
+        print(f"bench.py: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

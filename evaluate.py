@@ -503,7 +503,10 @@ def run_evaluation(args) -> int:
     ckpt = M.checkpoint_path(args.ckpt)
     run_dir = os.path.dirname(ckpt)
     model, tokenizer, state = M.load_checkpoint(ckpt, M.pick_device(args.device))
-    facts = run_facts(state)
+    try:
+        facts = run_facts(state)
+    except ValueError as error:
+        raise ValueError(f"{ckpt}: {error}") from None
     if (args.budget is not None or (args.sweep and facts["mode"] == "apr")) and not facts["conditioning"]:
         raise ValueError(f"{run_dir} was trained without --conditioning, so it cannot follow a budget; "
                          f"drop --budget/--sweep or train with --conditioning")

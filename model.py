@@ -380,9 +380,19 @@ class GPT(nn.Module):
 # Devices
 
 def pick_device(override: str | None = None) -> torch.device:
-    """cuda, then mps, then cpu, unless `override` names one."""
+    """cuda, then mps, then cpu, unless `override` names one; ValueError for a device that is
+    not there."""
     if override:
-        return torch.device(override)
+        try:
+            device = torch.device(override)
+        except RuntimeError:
+            raise ValueError(f"unknown --device {override!r}; use cpu, cuda or mps") from None
+        available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                     "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+        if not available.get(device.type, False):
+            raise ValueError(f"--device {override}: no {device.type} device here; use "
+                             + " or ".join(k for k, ok in available.items() if ok))
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -425,28 +435,88 @@ def checkpoint_path(path: str) -> str:
     return ckpt
 
 
+# The largest config a checkpoint may ask for: far beyond the paper's model, and small enough that
+# a corrupt or hostile file is refused before anything is built from it.
+CONFIG_LIMITS = {"vocab_size": 1 << 20, "n_layer": 256, "n_embd": 1 << 14, "n_head": 1 << 10,
+                 "mlp_hidden": 1 << 16, "context": 1 << 17}
+
+
+def config_from(fields, path: str) -> GPTConfig:
+    """The model config a checkpoint records; ValueError for unknown fields or absurd sizes."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"checkpoint {path}: its config is not a table of fields")
+    unknown = sorted(set(fields) - set(GPTConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"checkpoint {path}: unknown config fields {unknown}")
+    for name, top in CONFIG_LIMITS.items():
+        value = fields.get(name, getattr(GPTConfig, name))
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+            raise ValueError(f"checkpoint {path}: config {name} {value!r} is not an integer in 1..{top}")
+    try:
+        return GPTConfig(**fields)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"checkpoint {path}: {error}") from None
+
+
+def read_checkpoint(path: str, device="cpu") -> dict:
+    """The checkpoint dict of `path` (a run folder or its file), checked to be this project's: a
+    dict with a config, weights and a tokenizer identity; ValueError naming the file otherwise."""
+    path = checkpoint_path(path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # empty, truncated, random or foreign bytes: torch raises many kinds
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable checkpoint ({reason})") from None
+    missing = [k for k in ("config", "model", "tokenizer") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of this project (no {', '.join(missing)})")
+    if not isinstance(state.get("args", {}), dict):
+        raise ValueError(f"{path}: its run arguments are not a table")
+    return state
+
+
 def load_checkpoint(path: str, device="cpu", expect_config: GPTConfig | None = None,
                     expect_tokenizer: dict | None = None):
     """Rebuild (model, tokenizer, checkpoint dict) from `path`, a run folder or its checkpoint
-    file. ValueError, saying why, for a missing file, or a config or tokenizer other than the
-    expected ones."""
+    file. ValueError, saying why, for a missing or unreadable file, a config with unknown fields,
+    absurd sizes or weights of other shapes, or a config or tokenizer other than the expected ones."""
     from tokenizer import Tokenizer  # the tokenizer is part of a checkpoint's identity
     path = checkpoint_path(path)
-    state = torch.load(path, map_location=device, weights_only=True)
-    config = GPTConfig(**state["config"])
+    state = read_checkpoint(path, device)
+    config = config_from(state["config"], path)
     if expect_config is not None and config != expect_config:
         diff = {k: (v, getattr(config, k)) for k, v in asdict(expect_config).items() if getattr(config, k) != v}
         raise ValueError(f"checkpoint {path} has another model config (expected, found): {diff}")
+    try:
+        tokenizer = Tokenizer.from_identity(state["tokenizer"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"checkpoint {path}: its tokenizer identity is unreadable ({error})") from None
+    except ValueError as error:
+        raise ValueError(f"checkpoint {path}: {error}") from None
     if expect_tokenizer is not None and state["tokenizer"] != expect_tokenizer:
         raise ValueError(f"checkpoint {path} was trained with tokenizer {state['tokenizer']}, "
                          f"not {expect_tokenizer}")
-    tokenizer = Tokenizer.from_identity(state["tokenizer"])
     if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(f"checkpoint {path}: model vocabulary {config.vocab_size} != tokenizer's "
                          f"{tokenizer.vocab_size}")
+    check_weights(state["model"], config, path)
     model = GPT(config)
     model.load_state_dict(state["model"])
     return model.to(device), tokenizer, state
+
+
+def check_weights(weights, config: GPTConfig, path: str) -> None:
+    """ValueError unless `weights` holds exactly the tensors of `config`'s model, with its shapes
+    (checked against a model on the meta device, which allocates nothing)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise ValueError(f"checkpoint {path}: its weights are not a table of tensors")
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    if found != expected:
+        wrong = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        raise ValueError(f"checkpoint {path}: weights do not fit its config ({len(wrong)} tensors differ, "
+                         f"first {wrong[0]}: {found.get(wrong[0])} against {expected.get(wrong[0])})")
 
 
 def main(argv=None) -> int:

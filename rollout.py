@@ -23,6 +23,8 @@ Each thread records every LM call it made: the token ids and a mask (1 = sampled
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -64,6 +66,12 @@ class Thread:
     fork_of: int | None = None       # a thread whose prefilled prompt this one copies
     prompt_logits: object = None     # logits after a root's prompt, for the samples that fork it
     last_logits: object = None       # logits a forked thread samples its first token from
+
+
+def check_temperature(temperature: float) -> None:
+    """ValueError unless `temperature` is a sampling temperature: 0 (greedy) or a finite positive number."""
+    if not (temperature >= 0 and math.isfinite(temperature)):  # NaN fails every comparison
+        raise ValueError(f"--temperature must be 0 (greedy) or a finite positive number (got {temperature})")
 
 
 def sample(logits, temperature: float = 0.0, top_k: int | None = None, generator=None):
@@ -164,6 +172,7 @@ class Engine:
     def run(self, problems: list[dict], samples: int = 1, temperature: float = 0.0, top_k=None,
             seed: int = 0, budget: int | None = None) -> list[dict]:
         """Decode `samples` rollouts of each problem; one result per rollout, problem by problem."""
+        check_temperature(temperature)
         self.model.eval()
         generator = torch.Generator().manual_seed(seed)
         mode = "apr" if self.parallel else "sosp"
@@ -418,17 +427,28 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="cuda, mps or cpu")
     args = parser.parse_args(argv)
     try:
+        why = countdown.problem_error(args.nums, args.target)
+        if why:
+            raise ValueError(f"--nums {' '.join(map(str, args.nums))} --target {args.target}: {why}")
+        check_temperature(args.temperature)
+        if args.html and os.path.isdir(args.html):
+            raise ValueError(f"--html {args.html} is a folder; give a file name, e.g. tree.html")
         model, tokenizer, state = M.load_checkpoint(args.ckpt, M.pick_device(args.device))
-    except ValueError as error:
+        mode = state["args"].get("mode")
+        if mode not in ("sosp", "apr"):
+            raise ValueError(f"{args.ckpt}: the checkpoint does not say whether it is a sosp or an apr model")
+        if args.budget is not None and not state["args"].get("conditioning"):
+            raise ValueError(f"{args.ckpt} was trained without --conditioning, so it cannot follow --budget")
+        engine = Engine(model, tokenizer, parallel=mode == "apr")
+        result = engine.run([{"nums": args.nums, "target": args.target}], temperature=args.temperature,
+                            seed=args.seed, budget=args.budget)[0]
+        print(render_tree(result, colour=not args.no_colour and sys.stdout.isatty()))
+        if args.html:
+            countdown.write_atomically(args.html, [render_html(result)])
+            print(f"wrote {args.html}")
+    except (ValueError, OSError) as error:
         print(f"rollout.py: error: {error}", file=sys.stderr)
         return 2
-    engine = Engine(model, tokenizer, parallel=state["args"].get("mode") == "apr")
-    result = engine.run([{"nums": args.nums, "target": args.target}], temperature=args.temperature,
-                        seed=args.seed, budget=args.budget)[0]
-    print(render_tree(result, colour=not args.no_colour and sys.stdout.isatty()))
-    if args.html:
-        countdown.write_atomically(args.html, [render_html(result)])
-        print(f"wrote {args.html}")
     return 0
 
 

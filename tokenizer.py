@@ -34,6 +34,10 @@ import re
 
 import tiktoken
 
+# the most whole numbers a vocabulary may hold: far above the task's, and a bound on the memory
+# and time of building one from a checkpoint's identity
+MAX_NUMBER_TOKENS = 100_000
+
 # The fixed words of the trace format (docs/how-it-works.md), each one token. Pieces are matched
 # longest first, so a long phrase wins over a shorter one that starts the same way.
 PHRASES = [
@@ -61,8 +65,8 @@ class Tokenizer:
     def __init__(self, numbers: str = "whole", max_number: int = 1000):
         if numbers not in NUMBER_MODES:
             raise ValueError(f"numbers must be one of {NUMBER_MODES}, not {numbers!r}")
-        if numbers == "whole" and max_number < 10:
-            raise ValueError(f"max_number must be at least 10 (got {max_number})")
+        if numbers == "whole" and not (isinstance(max_number, int) and 10 <= max_number <= MAX_NUMBER_TOKENS):
+            raise ValueError(f"max_number must be an integer in 10..{MAX_NUMBER_TOKENS:,} (got {max_number!r})")
         self.numbers, self.max_number = numbers, max_number if numbers == "whole" else 10
         ranks = {bytes([b]): b for b in range(256)}
         pieces = list(PHRASES)

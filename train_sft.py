@@ -526,8 +526,10 @@ def build(args, cfg: TrainConfig, config: M.GPTConfig, tokenizer: Tokenizer, tra
 def resume(ckpt_path: str, model, optimizer, config: M.GPTConfig, tokenizer: Tokenizer, mode: str, device) -> dict:
     """Load a killed run's weights, optimizer and RNG state; returns its step, data position and history."""
     _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=config, expect_tokenizer=tokenizer.identity())
-    if state["args"].get("mode") != mode:
-        raise ValueError(f"{ckpt_path} is a {state['args'].get('mode')} run, not {mode}")
+    if state["args"].get("mode") not in ("sosp", "apr"):
+        raise ValueError(f"{ckpt_path}: the checkpoint does not say whether it is a sosp or an apr model")
+    if state["args"]["mode"] != mode:
+        raise ValueError(f"{ckpt_path} is a {state['args']['mode']} run, not {mode}")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
