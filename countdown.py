@@ -334,6 +334,8 @@ def _progress_bar(total: int, desc: str):
 
 def read_problems(path: str) -> list[dict]:
     """Load a problems file (JSON lines with `nums` and `target`), with one-line errors."""
+    if os.path.isdir(path):
+        raise ValueError(f"problems file {path} is a folder; give a .jsonl file")
     if not os.path.exists(path):
         raise ValueError(f"problems file {path} does not exist; make it with "
                          f"`python countdown.py --split train --n 1000 --out {path}`")
@@ -357,23 +359,32 @@ def write_atomically(path: str, lines) -> int:
     """Write an iterable of text lines to path via a temporary file and a rename; return the count.
 
     If anything fails midway (an error, Ctrl-C) the temporary file is removed and any earlier
-    file at `path` is untouched: a reader never sees half a file.
+    file at `path` is untouched: a reader never sees half a file. A path that is a folder, or one
+    that cannot be written, is a ValueError naming it.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; give a file name to write")
     tmp = f"{path}.tmp{os.getpid()}"
     count = 0
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(tmp, "w") as f:
             for line in lines:
                 f.write(line)
                 count += 1
         os.replace(tmp, path)
+    except OSError as error:
+        _remove(tmp)
+        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
         raise
     return count
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from collections import Counter
 
 import countdown
 import model as M
-from rollout import Engine, Limits
+from rollout import Engine, Limits, check_temperature
 
 # the paper's accuracy (%) on 1,000 validation problems (4 numbers, 4k context)
 PAPER_ACCURACY = {
@@ -496,6 +496,7 @@ def main(argv=None) -> int:
 
 
 def run_evaluation(args) -> int:
+    check_temperature(args.temperature)
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1 (got {args.samples})")
     if args.n is not None and args.n < 1:

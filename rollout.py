@@ -141,6 +141,9 @@ class Engine:
         self.block_slack = block_slack
         self.limits = limits or Limits()
         self.context = min(self.limits.context or model.config.context, model.config.context)
+        fewest = 2 if parallel else 1  # an APR parent keeps its row while its children need theirs
+        if max_rows < fewest:
+            raise ValueError(f"--max-rows {max_rows} is too few: this engine needs at least {fewest} cache rows")
         self.max_rows = max_rows
         self.device = next(model.parameters()).device
 

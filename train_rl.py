@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import random
 import sys
@@ -221,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, help="steps of linear learning-rate warmup")
     parser.add_argument("--temperature", type=float, help="sampling temperature of the rollouts (the paper: 1.0)")
     parser.add_argument("--beta", type=float, help="KL weight (grpo)")
-    parser.add_argument("--eval-every", type=int, help="steps between validation checks")
+    parser.add_argument("--eval-every", type=int,
+                        help="steps between validation checks and checkpoints (0: only at the end)")
     parser.add_argument("--eval-problems", type=int,
                         help="problems decoded greedily at each check between the first and last (0: none)")
     parser.add_argument("--n-val", type=int, help="validation problems at the first and last check (default: the SFT run's)")
@@ -253,6 +255,20 @@ def rl_config(args) -> RLConfig:
                                                 "beta", "eval_every", "eval_problems", "skip_uniform_groups")
                  if getattr(args, k) is not None}
     cfg = replace(RL_PRESETS[args.preset], **overrides)
+    for name in ("steps", "prompts", "group", "inner", "micro_tokens", "max_rows"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+    for name in ("warmup", "eval_every", "eval_problems"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(cfg, name)})")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"--lr must be a finite positive number (got {cfg.lr})")
+    if not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
+        raise ValueError(f"--temperature must be a finite positive number: RL samples (got {cfg.temperature})")
+    if cfg.beta is not None and not (cfg.beta >= 0 and math.isfinite(cfg.beta)):
+        raise ValueError(f"--beta must be a finite number of 0 or more (got {cfg.beta})")
+    if args.n_val is not None and args.n_val < 1:
+        raise ValueError(f"--n-val must be at least 1 (got {args.n_val})")
     if args.algo == "grpo" and cfg.group < 2:
         raise ValueError(f"GRPO needs --group of at least 2: its advantages compare the rollouts of one problem "
                          f"(got {cfg.group}); use --group 5, or --algo reinforce")
@@ -394,13 +410,16 @@ def train(args) -> int:
     if cfg.prompts % world:
         raise ValueError(f"{cfg.prompts} prompts per step do not split over {world} ranks")
     run = setup(args, cfg, device, log)
+    if cfg.prompts > len(run["train"]):
+        raise ValueError(f"--prompts {cfg.prompts} is more than the {len(run['train']):,} training problems of "
+                         f"{args.init}; each step draws distinct problems")
     model, tokenizer, mode = run["model"], run["tokenizer"], run["mode"]
     run_dir = args.out or os.path.join("out", f"rl_{mode}_{args.preset}")
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     step, history, steps_log = 0, [], []
     if args.resume:
-        step, history, steps_log = resume(args, ckpt_path, model, tokenizer, optimizer, device, log)
+        step, history, steps_log = resume(args, cfg, ckpt_path, model, tokenizer, optimizer, device, log)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     log(f"RL ({args.algo}) of the {mode} model {args.init}: {describe_config(cfg, run)}; "
         f"{world} process(es) on {device.type}")
@@ -443,13 +462,26 @@ def train(args) -> int:
     return 0
 
 
-def resume(args, ckpt_path: str, model, tokenizer, optimizer, device, log):
-    """(step, validation history, step log) of a killed run, its weights and optimizer loaded."""
+# what a resumed run may change: they decide what is checked and how often, not the weights
+MAY_CHANGE_ON_RESUME = ("eval_every", "eval_problems")
+
+
+def resume(args, cfg: RLConfig, ckpt_path: str, model, tokenizer, optimizer, device, log):
+    """(step, validation history, step log) of a killed run, its weights and optimizer loaded.
+    Refuses a run made with other settings than this command's, naming them."""
     if not os.path.exists(ckpt_path):
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume "
                          f"(python train_rl.py --init {args.init})")
     _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=model.config,
                                     expect_tokenizer=tokenizer.identity())
+    had = state.get("rl_config", {})
+    changed = [f"{k} {had.get(k)!r} (now {v!r})" for k, v in asdict(cfg).items()
+               if k not in MAY_CHANGE_ON_RESUME and had.get(k) != v]
+    changed += [f"--{k.replace('_', '-')} {state['args'].get(k)!r} (now {getattr(args, k)!r})"
+                for k in ("algo", "seed", "same_prompts") if state["args"].get(k) != getattr(args, k)]
+    if changed:
+        raise ValueError(f"--resume: {ckpt_path} was trained with other settings: {'; '.join(changed)}. Resume "
+                         f"with its settings (only --eval-every and --eval-problems may change), or pass another --out")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     log(f"resumed {ckpt_path} at step {state['step']}")

@@ -417,9 +417,14 @@ def train_config(args) -> TrainConfig:
         if args.mode != "apr":
             raise ValueError("--child-beam sets the beam of APR's children; SoS+ has none")
         overrides["child_beam_apr"] = args.child_beam or None
-    if overrides.get("join_repeat", 1) < 1:
-        raise ValueError("--join-repeat must be at least 1")
     cfg = replace(SFT_PRESETS[args.preset], **overrides)
+    for name in ("steps", "batch_tokens", "micro_tokens", "n_train", "n_val", "eval_every", "join_repeat"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+    if cfg.eval_problems < 0:
+        raise ValueError(f"--eval-problems must be 0 (no greedy checks) or more (got {cfg.eval_problems})")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"--lr must be a finite positive number (got {cfg.lr})")
     task = {k: getattr(args, k) for k in ("count", "num_max", "target_min", "target_max") if getattr(args, k) is not None}
     if task:
         cfg = replace(cfg, task=replace(cfg.task, **task))
@@ -431,6 +436,9 @@ def model_config(args, tokenizer: Tokenizer) -> M.GPTConfig:
     """The preset's model with the command line's overrides."""
     overrides = {k: v for k, v in (("n_layer", args.n_layer), ("n_embd", args.n_embd),
                                    ("context", args.context)) if v is not None}
+    for name, value in overrides.items():
+        if not 1 <= value <= M.CONFIG_LIMITS[name]:
+            raise ValueError(f"--{name.replace('_', '-')} must be in 1..{M.CONFIG_LIMITS[name]} (got {value})")
     return M.preset(args.preset, vocab_size=tokenizer.vocab_size, **overrides)
 
 
@@ -517,19 +525,38 @@ def build(args, cfg: TrainConfig, config: M.GPTConfig, tokenizer: Tokenizer, tra
     optimizer = make_optimizer(model, cfg)
     run = {"step": 0, "position": (0, 0), "history": []}
     if args.resume:
-        run = resume(ckpt_path, model, optimizer, config, tokenizer, args.mode, device)
+        run = resume(args, cfg, ckpt_path, model, optimizer, config, tokenizer, device)
         log(f"resumed {ckpt_path} at step {run['step']}")
     stream = BatchStream(train_seqs, cfg.batch_tokens, train_seed, run["position"])
     return model, optimizer, stream, run["history"], run["step"]
 
 
-def resume(ckpt_path: str, model, optimizer, config: M.GPTConfig, tokenizer: Tokenizer, mode: str, device) -> dict:
-    """Load a killed run's weights, optimizer and RNG state; returns its step, data position and history."""
+# what a resumed run may change: they decide what is checked and how often, not the weights
+MAY_CHANGE_ON_RESUME = ("eval_every", "eval_problems")
+
+
+def changed_settings(state: dict, args, cfg: TrainConfig) -> list[str]:
+    """The settings that decide the weights and differ between a checkpoint's run and this command."""
+    had, now = state.get("train_config", {}), json.loads(json.dumps(asdict(cfg)))
+    changed = [f"{k} {had.get(k)!r} (now {v!r})" for k, v in now.items()
+               if k not in MAY_CHANGE_ON_RESUME and had.get(k) != v]
+    return changed + [f"--{k.replace('_', '-')} {state['args'].get(k)!r} (now {getattr(args, k)!r})"
+                      for k in ("seed", "train_seed", "conditioning", "numbers") if state["args"].get(k) != getattr(args, k)]
+
+
+def resume(args, cfg: TrainConfig, ckpt_path: str, model, optimizer, config: M.GPTConfig, tokenizer: Tokenizer,
+           device) -> dict:
+    """Load a killed run's weights, optimizer and RNG state; returns its step, data position and
+    history. Refuses a run made with other settings than this command's, naming them."""
     _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=config, expect_tokenizer=tokenizer.identity())
     if state["args"].get("mode") not in ("sosp", "apr"):
         raise ValueError(f"{ckpt_path}: the checkpoint does not say whether it is a sosp or an apr model")
-    if state["args"]["mode"] != mode:
-        raise ValueError(f"{ckpt_path} is a {state['args']['mode']} run, not {mode}")
+    if state["args"]["mode"] != args.mode:
+        raise ValueError(f"{ckpt_path} is a {state['args']['mode']} run, not {args.mode}")
+    changed = changed_settings(state, args, cfg)
+    if changed:
+        raise ValueError(f"--resume: {ckpt_path} was trained with other settings: {'; '.join(changed)}. Resume "
+                         f"with its settings (only --eval-every and --eval-problems may change), or pass another --out")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
