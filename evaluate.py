@@ -39,7 +39,7 @@ from collections import Counter
 
 import countdown
 import model as M
-from rollout import Engine, Limits, check_temperature
+from rollout import Engine, Limits, check_rows, check_temperature
 
 # the paper's accuracy (%) on 1,000 validation problems (4 numbers, 4k context)
 PAPER_ACCURACY = {
@@ -301,6 +301,25 @@ def print_report(report: dict, out=print) -> None:
 # ---------------------------------------------------------------------------------------------
 # Comparing runs: one table, the paper's figures
 
+REPORT_METRICS = ("problems", "accuracy", "accuracy_95ci", "correct", "total_tokens", "sequential_tokens",
+                  "longest_thread", "children")  # what comparing runs reads
+
+
+def read_report(path: str) -> dict:
+    """One evaluation report, checked to hold what comparing runs reads; ValueError naming it."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable report ({error}); rerun its evaluation") from None
+    metrics = report.get("metrics") if isinstance(report, dict) else None
+    missing = [k for k in REPORT_METRICS if not isinstance(metrics, dict) or k not in metrics]
+    if not isinstance(report, dict) or "method" not in report or missing:
+        raise ValueError(f"{path} is not a complete report (missing {', '.join(missing) or 'method'}); "
+                         f"rerun its evaluation")
+    return report
+
+
 def load_reports(run: str, split: str = "val") -> dict:
     """The evaluation files of one run folder: greedy, temperature 1.0 and sweep, where present."""
     found = {}
@@ -308,8 +327,7 @@ def load_reports(run: str, split: str = "val") -> dict:
                       ("sweep", f"eval_{split}_sweep.json")):
         path = os.path.join(run, name)
         if os.path.exists(path):
-            with open(path) as f:
-                found[key] = json.load(f)
+            found[key] = read_report(path)
     if "greedy" not in found:
         raise ValueError(f"{run} has no {split} evaluation yet; run `python evaluate.py --ckpt {run}` first")
     return found
@@ -523,6 +541,7 @@ def run_evaluation(args) -> int:
     context = args.context or model.config.context
     limits, windows = Limits(context=context), context_windows(context)
     parallel = facts["mode"] == "apr"
+    check_rows(args.max_rows, parallel)
     report = {"run": run_dir, "checkpoint": ckpt, "method": facts["method"], "mode": facts["mode"],
               "stage": facts["stage"], "split": args.split, "problems_file": source, "temperature": args.temperature,
               "samples": args.samples, "budget": args.budget, "context": context}

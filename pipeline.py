@@ -77,8 +77,11 @@ def stale_run(run_dir: str, script, argv: list[str]) -> str | None:
             return f"was trained from an earlier {init}"
     if not os.path.exists(run_file):
         return None  # a started run: the stage resumes it
-    with open(run_file) as f:
-        run = json.load(f)
+    try:
+        with open(run_file) as f:
+            run = json.load(f)
+    except ValueError as error:
+        return f"holds an unreadable {run_file} ({error})"
     wanted = json.loads(json.dumps(script.recorded_config(args), default=str))  # as run.json stores it
     changed = []
     for part, value in wanted.items():

@@ -74,6 +74,15 @@ def check_temperature(temperature: float) -> None:
         raise ValueError(f"--temperature must be 0 (greedy) or a finite positive number (got {temperature})")
 
 
+def check_rows(max_rows: int, parallel: bool) -> None:
+    """ValueError unless the cache has rows enough to decode: an APR parent keeps its row while its
+    children need theirs, so APR needs two."""
+    fewest = 2 if parallel else 1
+    if max_rows < fewest:
+        raise ValueError(f"--max-rows {max_rows} is too few: {'APR' if parallel else 'serial search'} needs at "
+                         f"least {fewest} cache row{'s' if fewest > 1 else ''}")
+
+
 def sample(logits, temperature: float = 0.0, top_k: int | None = None, generator=None):
     """Next tokens (B,) from logits (B, V): argmax at temperature 0, else a draw from the
     temperature-scaled distribution, restricted to the top_k most likely tokens if set."""
@@ -141,9 +150,7 @@ class Engine:
         self.block_slack = block_slack
         self.limits = limits or Limits()
         self.context = min(self.limits.context or model.config.context, model.config.context)
-        fewest = 2 if parallel else 1  # an APR parent keeps its row while its children need theirs
-        if max_rows < fewest:
-            raise ValueError(f"--max-rows {max_rows} is too few: this engine needs at least {fewest} cache rows")
+        check_rows(max_rows, parallel)
         self.max_rows = max_rows
         self.device = next(model.parameters()).device
 
