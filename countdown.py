@@ -364,6 +364,7 @@ def write_atomically(path: str, lines) -> int:
     """
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder; give a file name to write")
+    clear_stale_temporaries(path)
     tmp = f"{path}.tmp{os.getpid()}"
     count = 0
     try:
@@ -380,6 +381,26 @@ def write_atomically(path: str, lines) -> int:
         _remove(tmp)
         raise
     return count
+
+
+def clear_stale_temporaries(path: str) -> None:
+    """Remove `path.tmp<pid>` files that writers killed before they could clean up left behind:
+    those whose process no longer runs (a live writer's file is its own business)."""
+    import glob
+    for tmp in glob.glob(glob.escape(path) + ".tmp*"):
+        pid = tmp[len(path) + 4:]
+        if pid.isdigit() and not _process_runs(int(pid)):
+            _remove(tmp)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def _remove(path: str) -> None:

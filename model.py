@@ -1,6 +1,6 @@
 """
 The language model: a small Llama-2 style GPT trained from scratch, and the KV cache that the
-spawn/join rollout engine is built on. Needs only torch.
+spawn/join rollout engine is built on. Needs only torch (and countdown.py's file helper).
 
     python model.py --preset tiny        # print the config and parameter counts of a preset
 
@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from countdown import clear_stale_temporaries
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -417,6 +419,7 @@ def save_checkpoint(path: str, model: GPT, tokenizer, args: dict | None = None, 
     state = {"config": asdict(model.config), "model": model.state_dict(),
              "tokenizer": tokenizer.identity(), "args": dict(args or {}), **extra}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    clear_stale_temporaries(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         torch.save(state, tmp)

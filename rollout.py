@@ -197,6 +197,7 @@ class Engine:
                 threads.append(self._new_thread(p * samples + s, None, 0, prompt, None if s == 0 else first))
         n_roots = len(threads)
         totals, started, latency = [0] * n_roots, time.time(), [None] * n_roots
+        self._rounds = [0] * n_roots  # spawn rounds per rollout, over all its threads
         while True:
             active = [i for i, t in enumerate(threads) if t.status == "running"]
             if not active:
@@ -288,14 +289,15 @@ class Engine:
         try:
             if t.level >= self.limits.max_depth:
                 raise search.SpawnError(f"a thread at level {t.level} may not spawn (depth limit {self.limits.max_depth})")
-            if len(t.spawns) >= self.limits.max_spawns:
-                raise search.SpawnError(f"more than {self.limits.max_spawns} spawn rounds")
+            if self._rounds[t.rollout] >= self.limits.max_spawns:
+                raise search.SpawnError(f"more than {self.limits.max_spawns} spawn rounds in one rollout")
             _, _, ids = search.parse_spawn(t.text)
             if len(ids) > self.limits.max_children:
                 raise search.SpawnError(f"{len(ids)} children, more than the limit of {self.limits.max_children}")
             prompts = [search.child_prompt(t.text, node_id) for node_id in ids]
         except search.SpawnError as error:
             return self._finish(threads, i, "failed", f"spawn: {error}")
+        self._rounds[t.rollout] += 1
         t.pending, t.status = [], "waiting"  # its last token enters the cache with the join block
         self._close_call(t)
         t.spawns.append(len(prompts))

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 import random
 
 import pytest
@@ -249,3 +250,18 @@ def test_read_problems_names_the_bad_line(tmp_path):
         countdown.read_problems(str(bad))
     with pytest.raises(ValueError, match="does not exist"):
         countdown.read_problems(str(tmp_path / "missing.jsonl"))
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """A writer killed mid-write (SIGKILL: no cleanup) leaves `path.tmp<pid>`; the next write of
+    the same path removes it, and leaves a live process's temporary file alone."""
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "problems.jsonl"
+    stale = tmp_path / f"problems.jsonl.tmp{int(dead.stdout)}"
+    stale.write_text("half a fi")
+    live = tmp_path / f"problems.jsonl.tmp{os.getppid()}"
+    live.write_text("another writer's")
+    countdown.write_atomically(str(out), ["done\n"])
+    assert out.read_text() == "done\n" and not stale.exists() and live.exists()

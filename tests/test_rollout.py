@@ -199,9 +199,23 @@ def test_nested_spawns_replay_with_depth_two():
     records = list(search.demonstrate_all(problems, "apr", config=config))
     assert any(c["sub_calls"] for r in records for s in r["trace_dict"]["sub_calls"] for c in s)
     engine = Engine(ScriptedModel(script_of(records, "apr")), TOK, parallel=True,
-                    limits=Limits(max_depth=2), max_rows=48)
+                    limits=Limits(max_depth=2, max_spawns=16), max_rows=48)  # up to 11 rounds in all threads
     for r, out in zip(records, engine.run(problems)):
         assert out["text"] == r["search_path"] and out["correct"] == r["solved"]
+
+
+def test_the_spawn_round_limit_counts_every_thread_of_a_rollout():
+    """max_spawns bounds the spawn rounds of a whole rollout, not of each thread: with one round
+    allowed and children that spawn again, the root's spawn runs and every child's is refused."""
+    problems = list(countdown.generate_problems(20, seed=9))
+    config = search.SearchConfig(**{**search.DEFAULTS["apr"].__dict__, "depth": 2})
+    records = list(search.demonstrate_all(problems, "apr", config=config))
+    engine = Engine(ScriptedModel(script_of(records, "apr")), TOK, parallel=True,
+                    limits=Limits(max_depth=2, max_spawns=1), max_rows=48)
+    results = engine.run(problems)
+    assert all(sum(len(t["spawns"]) for t in r["threads"]) <= 1 for r in results)
+    refused = [t for r in results for t in r["threads"] if "spawn rounds in one rollout" in t["reason"]]
+    assert refused and all(t["level"] == 1 for t in refused)
 
 
 def test_forked_samples_match_at_temperature_zero_and_differ_at_one():
