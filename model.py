@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -468,7 +469,14 @@ def read_checkpoint(path: str, device="cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # empty, truncated, random or foreign bytes: torch raises many kinds
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        if isinstance(error, EOFError):
+            reason = "empty, or cut short"
+        elif isinstance(error, pickle.UnpicklingError):  # weights_only refuses anything but tensors and tables
+            reason = "not a torch checkpoint, or one that holds more than tensors and tables"
+        elif "zip archive" in str(error):
+            reason = "a damaged or truncated file"
+        else:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:100]
         raise ValueError(f"{path} is not a readable checkpoint ({reason})") from None
     missing = [k for k in ("config", "model", "tokenizer") if not isinstance(state, dict) or k not in state]
     if missing:
