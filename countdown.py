@@ -383,6 +383,20 @@ def write_atomically(path: str, lines) -> int:
     return count
 
 
+def ensure_folder(path: str, what: str = "--out") -> str:
+    """Make the folder `path` (a run folder, a figures folder) if it is missing; ValueError naming
+    it when it is a file or cannot be written, before any work goes into it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what} {path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{what} {path}: cannot make the folder ({error.strerror or error})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: the folder cannot be written")
+    return path
+
+
 def clear_stale_temporaries(path: str) -> None:
     """Remove `path.tmp<pid>` files that writers killed before they could clean up left behind:
     those whose process no longer runs (a live writer's file is its own business)."""

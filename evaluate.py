@@ -439,8 +439,8 @@ def plot_figures(runs: dict, out_dir: str) -> list[str]:
 def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) -> int:
     runs = {run: load_reports(run, split) for run in run_dirs}
     table = compare_table(runs)
+    countdown.ensure_folder(out_dir)
     out(table)
-    os.makedirs(out_dir, exist_ok=True)
     countdown.write_atomically(os.path.join(out_dir, "table.md"), [table + "\n"])
     figures = plot_figures(runs, out_dir)
     if figures:

@@ -414,7 +414,7 @@ def train(args) -> int:
         raise ValueError(f"--prompts {cfg.prompts} is more than the {len(run['train']):,} training problems of "
                          f"{args.init}; each step draws distinct problems")
     model, tokenizer, mode = run["model"], run["tokenizer"], run["mode"]
-    run_dir = args.out or os.path.join("out", f"rl_{mode}_{args.preset}")
+    run_dir = countdown.ensure_folder(args.out or os.path.join("out", f"rl_{mode}_{args.preset}"))
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     step, history, steps_log = 0, [], []

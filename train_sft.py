@@ -577,6 +577,7 @@ def train(args) -> int:
     log = functools.partial(print, flush=True) if master else (lambda *a, **k: None)
     tokenizer = Tokenizer(args.numbers)
     config = model_config(args, tokenizer)
+    countdown.ensure_folder(run_dir)
     train_seqs, val_seqs, val_problems, dropped = load_sequences(args, cfg, tokenizer, config.context, master, world, log)
     data = {"val": val_seqs, "val_problems": val_problems}
     model, optimizer, stream, history, step = build(args, cfg, config, tokenizer, train_seqs, ckpt_path, device, log)

@@ -142,3 +142,21 @@ def test_a_corrupt_report_is_named(runs, tmp_path, capsys):
     (run / "eval_val.json").write_text(json.dumps({"metrics": {"accuracy": math.pi}}))
     one_line_error(capsys, evaluate.main(["--compare", str(run), "--out", str(tmp_path / "cmp")]),
                    str(run / "eval_val.json"))
+
+
+def test_a_run_folder_that_is_a_file_or_unwritable_is_refused_before_training(runs, tmp_path, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    common = TINY_SFT_RUN + ["--mode", "apr", "--steps", "1", "--data-dir", str(runs / "data")]
+    one_line_error(capsys, train_sft.main(common + ["--out", str(a_file)]), "is a file, not a folder")
+    rl = ["--init", str(runs / "apr"), "--steps", "1", "--prompts", "2", "--group", "2", "--n-val", "2", "--quiet"]
+    one_line_error(capsys, train_rl.main(rl + ["--out", str(a_file)]), "is a file, not a folder")
+    assert evaluate.main(["--ckpt", str(runs / "apr"), "--n", "2"]) == 0
+    capsys.readouterr()
+    one_line_error(capsys, evaluate.main(["--compare", str(runs / "apr"), "--out", str(a_file)]),
+                   "is a file, not a folder")
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        one_line_error(capsys, train_sft.main(common + ["--out", str(locked / "run")]), "cannot make the folder")
+    assert a_file.read_text() == "not a folder"
