@@ -177,8 +177,9 @@ def split_of(nums: list[int], target: int) -> str:
 
 
 # What a problem may be, wherever problems come from (a file, the command line): small enough to
-# search. A 6-number search writes up to tens of MB of text per problem (docs/experiments.md,
-# 2026-12-01), and the heuristic keeps a table as long as the target.
+# search. A 6-number search writes up to tens of MB of text per problem (docs/experiments.md, "A
+# fork that copied too much, and inputs that make no sense"); the heuristic keeps a table as
+# long as the target.
 MAX_NUMBERS = 5
 MAX_VALUE = 10_000
 
