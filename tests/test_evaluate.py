@@ -163,7 +163,9 @@ def test_paired_cli_compares_each_run_with_the_base_then_averages(tmp_path, caps
     results = {"base": [0, 0, 1, 1], "a": [1, 0, 1, 1], "b": [1, 1, 1, 0]}
     for run, correct in results.items():
         (tmp_path / run).mkdir()
-        (tmp_path / run / "eval_val.json").write_text(json.dumps({"metrics": {"correct": correct}}))
+        metrics = {"problems": 4, "accuracy": sum(correct) / 4, "accuracy_95ci": [0.0, 1.0], "correct": correct,
+                   "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
+        (tmp_path / run / "eval_val.json").write_text(json.dumps({"method": "APR", "metrics": metrics}))
     runs = [str(tmp_path / run) for run in results]
     assert E.main(["--paired", *runs]) == 0
     out = capsys.readouterr().out
