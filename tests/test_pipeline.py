@@ -50,9 +50,10 @@ def test_pipeline_runs_every_stage_then_a_rerun_skips_them_all(tmp_path):
         P.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append)
 
 
-def test_a_damaged_checkpoint_in_a_stage_stops_the_pipeline_naming_it(tmp_path, capsys):
+def test_a_damaged_checkpoint_or_run_record_stops_the_pipeline_naming_it(tmp_path, capsys):
     """A stage whose run folder holds a checkpoint cut short (a disk filled up, say) resumes from
-    it, and the stage's own one-line error names the file; no traceback."""
+    it, and the stage's own one-line error names the file; a run record cut short is named by the
+    pipeline; no traceback."""
     out, data = str(tmp_path / "out"), str(tmp_path / "data")
     assert P.reproduce("smoke", out, data, out=lambda *a: None) == 0
     run = tmp_path / "out" / "smoke" / "rl_apr"
@@ -64,6 +65,13 @@ def test_a_damaged_checkpoint_in_a_stage_stops_the_pipeline_naming_it(tmp_path, 
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"{run / 'ckpt.pt'} is not a readable checkpoint" in err, err
     assert err.strip().splitlines()[-1].startswith("pipeline.py: error: stage RL apr failed")
+    # a run record cut short is named, and left as it is
+    record = tmp_path / "out" / "smoke" / "sft_sosp" / "run.json"
+    record.write_text('{"args": ')
+    assert P.main(["smoke", "--out", out, "--data-dir", data]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"holds an unreadable {record}" in err, err
+    assert record.read_text() == '{"args": '
 
 
 def test_an_unknown_pipeline_is_one_clear_line(tmp_path, capsys):
