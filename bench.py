@@ -333,7 +333,7 @@ def bench_sft(presets: list[str], steps: int) -> None:
                 counts = {"computed": 0, "real": 0}
 
                 def step():
-                    done = T.train_step(forward, sequences, stream.next(), stream.lengths, micro, tok.pad_id, device)
+                    done = T.train_step(forward, stream, stream.next(), micro, tok.pad_id, device)
                     counts["computed"] += done["computed"]
                     counts["real"] += done["real"]
                     optimizer.step()
@@ -361,15 +361,14 @@ def bench_apr(ckpt: str, n: int, repeats: int) -> None:
     import os
 
     import model as M
-    from rollout import Engine
+    from rollout import Engine, checkpoint_mode
     if not os.path.isfile(os.path.join(ckpt, "ckpt.pt") if os.path.isdir(ckpt) else ckpt):
         print(f"== apr: no checkpoint at {ckpt} (train one: python train_sft.py --mode apr), skipped")
         return
     gpt, tok, state = M.load_checkpoint(ckpt, M.pick_device(None))
-    if state["args"].get("mode") not in ("sosp", "apr") or "task" not in state.get("train_config", {}):
-        raise ValueError(f"{ckpt}: the checkpoint does not say whether it is a sosp or an apr model, "
-                         f"or which task it learned")
-    if state["args"].get("mode") != "apr":
+    if "task" not in state.get("train_config", {}):
+        raise ValueError(f"{ckpt}: the checkpoint does not say which task it learned (train_config)")
+    if checkpoint_mode(state, ckpt) != "apr":
         print(f"== apr: {ckpt} is not an APR model, skipped")
         return
     task = countdown.GameConfig(**state["train_config"]["task"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import glob
 import hashlib
 import itertools
 import json
@@ -401,7 +402,6 @@ def ensure_folder(path: str, what: str = "--out") -> str:
 def clear_stale_temporaries(path: str) -> None:
     """Remove `path.tmp<pid>` files that writers killed before they could clean up left behind:
     those whose process no longer runs (a live writer's file is its own business)."""
-    import glob
     for tmp in glob.glob(glob.escape(path) + ".tmp*"):
         pid = tmp[len(path) + 4:]
         if pid.isdigit() and not _process_runs(int(pid)):

@@ -39,7 +39,7 @@ from collections import Counter
 
 import countdown
 import model as M
-from rollout import Engine, Limits, check_rows, check_temperature
+from rollout import Engine, Limits, check_rows, check_temperature, checkpoint_mode
 
 # the paper's accuracy (%) on 1,000 validation problems (4 numbers, 4k context)
 PAPER_ACCURACY = {
@@ -242,19 +242,17 @@ def sweep(model, tokenizer, problems, parallel: bool, temperature: float, limits
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and runs
 
-def run_facts(state: dict) -> dict:
-    """What evaluation needs to know about the run that wrote a checkpoint."""
+def run_facts(state: dict, path: str = "the checkpoint") -> dict:
+    """What evaluation needs to know about the run that wrote a checkpoint (`path` names it in errors)."""
     args, train_config = state.get("args", {}), state.get("train_config", {})
-    mode = args.get("mode")
-    if mode not in ("sosp", "apr"):
-        raise ValueError("this checkpoint does not say whether it is a sosp or an apr model (args.mode)")
+    mode = checkpoint_mode(state, path)
     try:
         task = countdown.GameConfig(**train_config["task"])
         facts = {"mode": mode, "conditioning": bool(args.get("conditioning")), "task": task,
                  "n_val": train_config["n_val"], "seed": args["seed"], "data_dir": args["data_dir"],
                  "stage": state["stage"]}
     except (KeyError, TypeError) as error:
-        raise ValueError(f"this checkpoint lacks what evaluation reads about its run ({error})") from None
+        raise ValueError(f"{path}: the checkpoint lacks what evaluation reads about its run ({error})") from None
     facts["method"] = ("APR" if mode == "apr" else "SoS+") + (" after RL" if facts["stage"] == "rl" else "")
     return facts
 
@@ -522,10 +520,7 @@ def run_evaluation(args) -> int:
     ckpt = M.checkpoint_path(args.ckpt)
     run_dir = os.path.dirname(ckpt)
     model, tokenizer, state = M.load_checkpoint(ckpt, M.pick_device(args.device))
-    try:
-        facts = run_facts(state)
-    except ValueError as error:
-        raise ValueError(f"{ckpt}: {error}") from None
+    facts = run_facts(state, ckpt)
     if (args.budget is not None or (args.sweep and facts["mode"] == "apr")) and not facts["conditioning"]:
         raise ValueError(f"{run_dir} was trained without --conditioning, so it cannot follow a budget; "
                          f"drop --budget/--sweep or train with --conditioning")

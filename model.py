@@ -385,22 +385,19 @@ class GPT(nn.Module):
 def pick_device(override: str | None = None) -> torch.device:
     """cuda, then mps, then cpu, unless `override` names one; ValueError for a device that is
     not there."""
-    if override:
-        try:
-            device = torch.device(override)
-        except RuntimeError:
-            raise ValueError(f"unknown --device {override!r}; use cpu, cuda or mps") from None
-        available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                     "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
-        if not available.get(device.type, False):
-            raise ValueError(f"--device {override}: no {device.type} device here; use "
-                             + " or ".join(k for k, ok in available.items() if ok))
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    available = {"cuda": torch.cuda.is_available(),  # in order of preference
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+                 "cpu": True}
+    if not override:
+        return torch.device(next(kind for kind, there in available.items() if there))
+    try:
+        device = torch.device(override)
+    except RuntimeError:
+        raise ValueError(f"unknown --device {override!r}; use cpu, cuda or mps") from None
+    if not available.get(device.type, False):
+        raise ValueError(f"--device {override}: no {device.type} device here; use "
+                         + " or ".join(kind for kind, there in available.items() if there))
+    return device
 
 
 def autocast(device: torch.device):
@@ -463,9 +460,8 @@ def config_from(fields, path: str) -> GPTConfig:
 
 
 def read_checkpoint(path: str, device="cpu") -> dict:
-    """The checkpoint dict of `path` (a run folder or its file), checked to be this project's: a
-    dict with a config, weights and a tokenizer identity; ValueError naming the file otherwise."""
-    path = checkpoint_path(path)
+    """The dict in the checkpoint file `path`, checked to be this project's: a dict with a config,
+    weights and a tokenizer identity; ValueError naming the file otherwise."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # empty, truncated, random or foreign bytes: torch raises many kinds

@@ -68,6 +68,15 @@ class Thread:
     last_logits: object = None       # logits a forked thread samples its first token from
 
 
+def checkpoint_mode(state: dict, path: str) -> str:
+    """"sosp" or "apr": which kind of model a checkpoint of train_sft.py or train_rl.py holds;
+    ValueError naming the file when it does not say."""
+    mode = state.get("args", {}).get("mode")
+    if mode not in ("sosp", "apr"):
+        raise ValueError(f"{path}: the checkpoint does not say whether it is a sosp or an apr model (args.mode)")
+    return mode
+
+
 def check_temperature(temperature: float) -> None:
     """ValueError unless `temperature` is a sampling temperature: 0 (greedy) or a finite positive number."""
     if not (temperature >= 0 and math.isfinite(temperature)):  # NaN fails every comparison
@@ -446,9 +455,7 @@ def main(argv=None) -> int:
         if args.html and os.path.isdir(args.html):
             raise ValueError(f"--html {args.html} is a folder; give a file name, e.g. tree.html")
         model, tokenizer, state = M.load_checkpoint(args.ckpt, M.pick_device(args.device))
-        mode = state["args"].get("mode")
-        if mode not in ("sosp", "apr"):
-            raise ValueError(f"{args.ckpt}: the checkpoint does not say whether it is a sosp or an apr model")
+        mode = checkpoint_mode(state, args.ckpt)
         if args.budget is not None and not state["args"].get("conditioning"):
             raise ValueError(f"{args.ckpt} was trained without --conditioning, so it cannot follow --budget")
         engine = Engine(model, tokenizer, parallel=mode == "apr")

@@ -52,7 +52,7 @@ import torch.distributed as dist
 import countdown
 import model as M
 from evaluate import evaluate, paired_change
-from rollout import Engine, Limits
+from rollout import Engine, Limits, checkpoint_mode
 from train_sft import collate, micro_batches, setup_distributed
 
 # ---------------------------------------------------------------------------------------------
@@ -187,8 +187,7 @@ def load_init(path: str, device):
     if state.get("stage") != "sft":
         raise ValueError(f"--init {path} is not an SFT checkpoint (stage {state.get('stage')!r}); pass a run "
                          f"folder of train_sft.py, e.g. --init out/sft_apr_tiny")
-    if state.get("args", {}).get("mode") not in ("sosp", "apr"):
-        raise ValueError(f"--init {path} does not say whether it is a sosp or an apr model")
+    checkpoint_mode(state, path)
     if "task" not in state.get("train_config", {}):
         raise ValueError(f"--init {path} does not say which task it was trained on (train_config)")
     return model, tokenizer, state

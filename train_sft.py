@@ -50,6 +50,7 @@ import countdown
 import model as M
 import search
 from evaluate import evaluate
+from rollout import checkpoint_mode
 from tokenizer import Tokenizer
 
 # ---------------------------------------------------------------------------------------------
@@ -259,6 +260,7 @@ class BatchStream:
     def __init__(self, sequences, batch_tokens: int, seed: int, position=(0, 0)):
         self.sequences, self.batch_tokens, self.seed = sequences, batch_tokens, seed
         self.lengths = [len(ids) - 1 for ids, _ in sequences]
+        self.targets = [sum(mask[1:]) for _, mask in sequences]  # trained tokens per sequence
         self.epoch, self.index = position
         self.steps = epoch_steps(self.lengths, batch_tokens, seed, self.epoch)
 
@@ -479,16 +481,17 @@ def make_optimizer(model, cfg: TrainConfig):
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, cfg.beta2))
 
 
-def train_step(forward, sequences, chosen: list[int], lengths: list[int], micro_tokens: int, pad_id: int, device,
+def train_step(forward, stream: "BatchStream", chosen: list[int], micro_tokens: int, pad_id: int, device,
                rank: int = 0, world: int = 1, ddp_model=None) -> dict:
-    """Forward and backward passes of one optimizer step's sequences (the caller steps the
-    optimizer). Each rank takes every world-th sequence by length and cuts its share into
+    """Forward and backward passes of one optimizer step's sequences, `chosen` from `stream` (the
+    caller steps the optimizer). Each rank takes every world-th sequence by length and cuts its share into
     micro-batches; the loss is the sum of token losses over all targets of the step on all ranks,
     so it is the step's mean whatever the split (DDP averages gradients, hence the factor world).
     Returns the step's loss and its real and computed (padding included) tokens on this rank."""
+    sequences, lengths = stream.sequences, stream.lengths
     by_length = sorted(chosen, key=lambda i: lengths[i])
     mine = micro_batches(by_length[rank::world], lengths, micro_tokens)
-    n_targets = sum(sum(sequences[i][1][1:]) for i in chosen)
+    n_targets = sum(stream.targets[i] for i in chosen)
     totals = {"loss": 0.0, "real": 0, "computed": 0}
     for k, batch in enumerate(mine):
         idx, targets = collate(sequences, batch, pad_id, device)
@@ -541,7 +544,7 @@ def changed_settings(state: dict, args, cfg: TrainConfig) -> list[str]:
     changed = [f"{k} {had.get(k)!r} (now {v!r})" for k, v in now.items()
                if k not in MAY_CHANGE_ON_RESUME and had.get(k) != v]
     return changed + [f"--{k.replace('_', '-')} {state['args'].get(k)!r} (now {getattr(args, k)!r})"
-                      for k in ("seed", "train_seed", "conditioning", "numbers") if state["args"].get(k) != getattr(args, k)]
+                      for k in ("seed", "train_seed", "conditioning") if state["args"].get(k) != getattr(args, k)]
 
 
 def resume(args, cfg: TrainConfig, ckpt_path: str, model, optimizer, config: M.GPTConfig, tokenizer: Tokenizer,
@@ -549,9 +552,7 @@ def resume(args, cfg: TrainConfig, ckpt_path: str, model, optimizer, config: M.G
     """Load a killed run's weights, optimizer and RNG state; returns its step, data position and
     history. Refuses a run made with other settings than this command's, naming them."""
     _, _, state = M.load_checkpoint(ckpt_path, device, expect_config=config, expect_tokenizer=tokenizer.identity())
-    if state["args"].get("mode") not in ("sosp", "apr"):
-        raise ValueError(f"{ckpt_path}: the checkpoint does not say whether it is a sosp or an apr model")
-    if state["args"]["mode"] != args.mode:
+    if checkpoint_mode(state, ckpt_path) != args.mode:
         raise ValueError(f"{ckpt_path} is a {state['args']['mode']} run, not {args.mode}")
     changed = changed_settings(state, args, cfg)
     if changed:
@@ -600,7 +601,7 @@ def train(args) -> int:
         for group in optimizer.param_groups:
             group["lr"] = lr
         # every rank advances the same stream and takes its share of the step
-        done = train_step(forward, train_seqs, stream.next(), stream.lengths, cfg.micro_tokens, tokenizer.pad_id,
+        done = train_step(forward, stream, stream.next(), cfg.micro_tokens, tokenizer.pad_id,
                           device, rank, world, ddp_model)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimizer.step()
