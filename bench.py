@@ -6,8 +6,8 @@ Speed measurements of the project, each reported beside a baseline measured in t
     python bench.py --part search        # problem generation and the four solvers
     python bench.py --part model         # training throughput against the matmul peak
     python bench.py --part sft           # train_sft.py's loop on real demonstrations
-    python bench.py --part rollout       # the engine against simpler decoders
-    python bench.py --part apr --ckpt out/tiny/sft_apr   # greedy APR decoding: keys in place vs gathered
+    python bench.py --part rollout       # the engine against its reference path and simpler decoders
+    python bench.py --part apr --ckpt out/sft_apr_tiny --baseline ../older   # greedy APR decoding
 
 Parts:
 - `search`: problems/s of `countdown.py` and demonstrations/s of each solver in `search.py`
@@ -18,15 +18,22 @@ Parts:
   500,000-problem set with both kinds of demonstrations would take at the 2-worker rates.
 - `sft`: training tokens/s of `train_sft.py`'s own loop (sequences, length-bucketed batches,
   AdamW) on real SoS+ and APR demonstrations of each preset's task, and the padding share.
-- `rollout`: new tokens/s of the spawn/join engine at batch 64 against one-row cached decoding,
-  naive full recomputation and (when installed) transformers' generate(); the share of time
-  outside the model; what a join saves against re-prefilling the parent. On the best device
-  there is (bf16 on CUDA, the clock read after the GPU finishes), with random weights of the
-  `tiny` model or of `--rollout-preset`.
-- `apr`: greedy APR evaluation of a trained checkpoint (`--ckpt`, `--problems` validation
-  problems, 64 rows) with the KV cache's keys read in place (`Engine(block_slack=2)`, the
-  default) against gathered for every batch that is not exactly a block of rows (`block_slack`
-  1), the same problems and model in both; the greedy texts must be the same.
+- `rollout`: serial decoding of random weights of the `tiny` model (or `--rollout-preset`), every
+  row to the limit: new tokens/s of the engine and of its reference path (`Engine(reference=True)`),
+  whether their greedy texts are the same, the share of wall time outside the model's forward,
+  and the fraction of the roofline; then one-row cached decoding, naive full recomputation and
+  (when installed) transformers' generate(); what a join saves against re-prefilling the parent.
+- `apr`: greedy APR decoding of a trained checkpoint (`--ckpt`) on `--problems` of its
+  validation problems, parents waiting and children spawning: the same figures for the engine
+  and its reference path, and with `--baseline` another checkout of the project (e.g. a git
+  worktree of an older commit) timed in its own process on the same problems.
+
+The roofline of a decoding run is the least time its forward passes could take here: for each
+pass, the larger of the bytes it must move (every weight, each row's keys and values up to its
+new length, the new ones written) over the memory bandwidth, and its FLOPs over the matmul peak,
+both measured in the same run (a STREAM-like copy, a large matmul). The engine's fraction of the
+roofline is that time over its wall time. On CUDA the clock is read after the GPU finishes and
+the model runs in bf16.
 - `model`: training tokens/s and model FLOP/s (6 per parameter per token plus attention) of a
   full training step of the `tiny` and `small` presets, beside this machine's own measured
   fp32 matmul FLOP/s, so the fraction of peak is visible.
@@ -85,17 +92,22 @@ def bench_search(n: int, repeats: int) -> None:
           f"{minutes:.1f} min")
 
 
-def matmul_peak(size: int = 1024, seconds: float = 2.0) -> float:
-    """The machine's fp32 matmul FLOP/s: a square matmul repeated for about `seconds`."""
+def matmul_peak(device=None, size: int = 1024, seconds: float = 2.0) -> float:
+    """The machine's matmul FLOP/s in the precision the model runs in (fp32 on a CPU, bf16 on
+    CUDA): a square matmul repeated for about `seconds`."""
     import torch
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    device = torch.device(device or "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    size = 8192 if device.type == "cuda" else size
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    clock = device_clock(device)
     a @ b  # warm up
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(4):
             a @ b
-        best = max(best, 4 * 2 * size ** 3 / (time.perf_counter() - start))
+        best = max(best, 4 * 2 * size ** 3 / (clock() - start))
     return best
 
 
@@ -106,7 +118,7 @@ def bench_model(presets: list[str], steps: int, batch_tokens: int) -> None:
     import model as M
     from tokenizer import Tokenizer
     device = M.pick_device()
-    peak = matmul_peak() if device.type == "cpu" else None
+    peak = matmul_peak(device) if device.type == "cpu" else None
     print(f"== model: training step on {device.type}, {torch.get_num_threads()} threads"
           + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
     print(f"{'preset':<8}{'params':>9}{'seq':>6}{'batch':>7}{'tokens/s':>10}{'GFLOP/s':>9}{'of peak':>9}")
@@ -177,30 +189,103 @@ def device_clock(device):
     return clock
 
 
-def timed_engine_run(gpt, tok, problems, prompts, context: int, batch: int, clock) -> tuple[float, float]:
-    """(new tokens/s of serial engine decoding, share of its wall time outside the model's
-    forward). The engine never sees an EOS, so every row decodes to the limit, as the baselines do."""
-    import copy
-
-    from rollout import Engine, Limits
-    no_stop = copy.copy(tok)
-    no_stop.eos_id = -1
-    forward_time, real_forward = [0.0], gpt.forward
-
-    def timed_forward(*a, **k):
+def stream_bandwidth(device=None, megabytes: int = 256, repeats: int = 8) -> float:
+    """The memory's bytes/s as STREAM's copy kernel counts them (bytes read plus bytes written),
+    with torch's threads, best of `repeats` copies of a buffer far larger than the caches."""
+    import torch
+    device = torch.device(device or "cpu")
+    source = torch.ones(megabytes * 2 ** 20 // 4, device=device)
+    target = torch.empty_like(source)
+    clock = device_clock(device)
+    best = 0.0
+    for _ in range(repeats):
         start = clock()
-        out = real_forward(*a, **k)
-        forward_time[0] += clock() - start
-        return out
-    gpt.forward = timed_forward
-    try:
+        target.copy_(source)
+        best = max(best, 2 * source.numel() * 4 / (clock() - start))
+    return best
+
+
+class ForwardLog:
+    """Wraps a model's forward to record what every cached pass fed (each row's length before it,
+    and its new tokens) and how long the passes took, so a decoding run's wall time splits into
+    the model's and the engine's own, and its work can be set against the roofline."""
+
+    def __init__(self, gpt, clock):
+        self.gpt, self.clock, self.calls, self.seconds = gpt, clock, [], 0.0
+
+    def __enter__(self):
+        real = self.gpt.forward
+
+        def logged(idx, *args, kv_cache=None, rows=None, n_new=None, **kwargs):
+            if kv_cache is not None:
+                starts = kv_cache.lengths[list(rows)].tolist()
+                self.calls.append((starts, list(n_new) if n_new is not None else [idx.shape[1]] * len(starts)))
+            start = self.clock()
+            out = real(idx, *args, kv_cache=kv_cache, rows=rows, n_new=n_new, **kwargs)
+            self.seconds += self.clock() - start
+            return out
+        self.gpt.forward = logged
+        return self
+
+    def __exit__(self, *exc):
+        del self.gpt.forward  # back to the class's method
+
+
+def roofline_seconds(gpt, calls, cache_bytes: int, bandwidth: float, peak: float) -> float:
+    """The least time the logged passes could take on this machine: per pass, the larger of the
+    bytes it must move over the memory bandwidth and its FLOPs over the matmul peak. A pass must
+    read every weight (the embedding only at its tokens), each row's keys and values up to its new
+    length, and write the new ones; it does 2 FLOPs per weight per token (the output head only at
+    each row's last token) and 4 per width per layer per key attended."""
+    c = gpt.config
+    head = gpt.head.weight.numel()
+    body = sum(p.numel() for p in gpt.parameters()) - gpt.embed.weight.numel() - head
+    weight_bytes = sum(p.numel() * p.element_size() for p in gpt.parameters()) - \
+        gpt.embed.weight.numel() * gpt.embed.weight.element_size()
+    per_slot = 2 * c.n_layer * c.n_embd * cache_bytes  # keys and values of one token, all layers
+    total = 0.0
+    for starts, n_new in calls:
+        tokens = sum(n_new)
+        keys_read = sum(s + n for s, n in zip(starts, n_new))
+        moved = weight_bytes + tokens * c.n_embd * 4 + (keys_read + tokens) * per_slot
+        attended = sum(n * s + n * (n + 1) // 2 for s, n in zip(starts, n_new))
+        flops = 2 * body * tokens + 2 * head * len(starts) + 4 * c.n_layer * c.n_embd * attended
+        total += max(moved / bandwidth, flops / peak)
+    return total
+
+
+def sampled_tokens(results) -> int:
+    """Tokens the model sampled, over every thread of every rollout."""
+    return sum(sum(mask) for r in results for thread in r["threads"] for _, mask in thread["calls"])
+
+
+def timed_decoding(gpt, run, clock) -> dict:
+    """Run `run()` (an engine's decoding) once under a ForwardLog: its results, wall seconds,
+    the model's share and the passes it made."""
+    with ForwardLog(gpt, clock) as log:
         start = clock()
-        results = Engine(gpt, no_stop, parallel=False, limits=Limits(context=context), max_rows=batch).run(problems)
+        results = run()
         seconds = clock() - start
-    finally:
-        gpt.forward = real_forward
-    generated = sum(len(r["threads"][0]["calls"][-1][0]) - len(p) for r, p in zip(results, prompts))
-    return generated / seconds, 1 - forward_time[0] / seconds
+    return {"results": results, "seconds": seconds, "outside": 1 - log.seconds / seconds, "calls": log.calls,
+            "rate": sampled_tokens(results) / seconds}
+
+
+def best_decoding(gpt, run, clock, repeats: int) -> dict:
+    """The fastest of `repeats` timed runs (a shared machine's timings vary)."""
+    return max((timed_decoding(gpt, run, clock) for _ in range(repeats)), key=lambda t: t["rate"])
+
+
+def machine_limits(device) -> tuple[float, float]:
+    """(bytes/s, FLOP/s): the device's measured memory bandwidth and matmul peak, printed."""
+    bandwidth, peak = stream_bandwidth(device), matmul_peak(device)
+    print(f"{device.type} limits, measured now: memory {bandwidth / 1e9:.1f} GB/s (STREAM copy), "
+          f"matmul {peak / 1e9:,.0f} GFLOP/s")
+    return bandwidth, peak
+
+
+def report_decoding(name: str, timed: dict, roofline: float) -> None:
+    print(f"{name:<22}{timed['rate']:>10,.0f} new tokens/s | {roofline / timed['seconds']:>4.0%} of the roofline | "
+          f"{timed['outside']:>4.0%} of wall time outside the model")
 
 
 def one_row_rate(gpt, prompts, context: int, device, clock) -> float:
@@ -253,13 +338,18 @@ def join_seconds(gpt, vocab: int, block: int, before: int, device, clock) -> tup
     return join_s, (clock() - start) / 5
 
 
-def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny") -> None:
-    """Decoding speed of the engine against two baselines run here: one row at a time with the
-    same KV cache, and naive full recomputation; the share of engine time spent outside the
-    model's forward (orchestration); and what a join saves against re-prefilling the parent."""
+def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny", repeats: int = 3) -> None:
+    """Serial decoding (SoS+, no spawns) of random weights: the engine against its reference path
+    and the roofline, and against simpler decoders run here: one row at a time with the same KV
+    cache, naive full recomputation, transformers' generate() when installed. Every row decodes to
+    the limit (the engine is given a tokenizer whose EOS the model cannot write), as the baselines
+    do. Then what a join saves against re-prefilling the parent."""
+    import copy
+
     import torch
 
     import model as M
+    from rollout import Engine, Limits
     from tokenizer import Tokenizer
     tok = Tokenizer()
     torch.manual_seed(0)
@@ -270,23 +360,33 @@ def bench_rollout(batch: int, new_tokens: int, preset: str = "tiny") -> None:
     problems = list(countdown.generate_problems(batch, seed=5))
     prompts = [[tok.bos_id] + tok.encode(search.root_prompt(p["nums"], p["target"], False)) for p in problems]
     context = max(map(len, prompts)) + new_tokens
-    print(f"== rollout: {preset} preset (random weights) on {device.type}, {batch} rows, "
-          f"up to {context} tokens per thread")
-    engine, orchestration = timed_engine_run(gpt, tok, problems, prompts, context, batch, clock)
+    print(f"== rollout: {preset} preset (random weights) on {device.type}, {torch.get_num_threads()} threads, "
+          f"{batch} rows, up to {context} tokens per thread, best of {repeats}")
+    bandwidth, peak = machine_limits(device)
+    no_stop = copy.copy(tok)
+    no_stop.eos_id = -1
+    timed = {}
+    for path in ("engine", "reference"):
+        engine = Engine(gpt, no_stop, parallel=False, limits=Limits(context=context), max_rows=batch,
+                        reference=path == "reference")
+        timed[path] = best_decoding(gpt, lambda: engine.run(problems), clock, repeats)
+    roofline = roofline_seconds(gpt, timed["engine"]["calls"], engine.cache.k.element_size(), bandwidth, peak)
+    report_decoding(f"engine, batch {batch}", timed["engine"], roofline)
+    report_decoding("reference path", timed["reference"], roofline)
+    same = [r["text"] for r in timed["engine"]["results"]] == [r["text"] for r in timed["reference"]["results"]]
+    rate = timed["engine"]["rate"]
+    print(f"engine / reference: {rate / timed['reference']['rate']:.2f}x; the same greedy texts: {same}")
     one_row = one_row_rate(gpt, prompts, context, device, clock)
     steps = min(64, new_tokens)
     naive = naive_rate(gpt, prompts[0], steps, device, clock)
-    print(f"engine, batch {batch}:        {engine:>9,.0f} new tokens/s "
-          f"({orchestration:.0%} of wall time outside the model's forward)")
-    print(f"one row at a time, cached: {one_row:>9,.0f} new tokens/s -> engine {engine / one_row:.1f}x")
-    print(f"naive full recompute:      {naive:>9,.0f} new tokens/s (first {steps} tokens) "
-          f"-> engine {engine / naive:.1f}x")
+    print(f"one row at a time, cached: {one_row:>9,.0f} new tokens/s -> engine {rate / one_row:.1f}x")
+    print(f"naive full recompute:      {naive:>9,.0f} new tokens/s (first {steps} tokens) -> engine {rate / naive:.1f}x")
     hf_rate = hf_generate_rate(config, prompts, new_tokens, device, clock)
     if hf_rate is None:
         print("transformers not installed: its generate() comparison skipped")
     else:
         print(f"transformers generate():   {hf_rate:>9,.0f} new tokens/s (a Llama of the same shape, batch {batch}) "
-              f"-> engine {engine / hf_rate:.1f}x")
+              f"-> engine {rate / hf_rate:.1f}x")
     # a join: the parent's cache keeps its text before the spawn block; only the join block is new
     block = 120
     before = min(600, config.context - block)
@@ -357,7 +457,43 @@ def bench_sft(presets: list[str], steps: int) -> None:
                   f"{warmup:>10.0f}s{padding:>8.1%}")
 
 
-def bench_apr(ckpt: str, n: int, repeats: int) -> None:
+# Greedy APR decoding by another checkout of this project (`--baseline`), run in its own process
+# so that its modules do not mix with these; it reads its request on stdin, prints JSON.
+BASELINE = """
+import json, sys, time
+sys.path.insert(0, ".")
+import model as M
+from rollout import Engine
+request = json.load(sys.stdin)
+gpt, tok, _ = M.load_checkpoint(request["ckpt"], M.pick_device(None))
+engine = Engine(gpt, tok, parallel=True, max_rows=request["rows"])
+best = None
+for _ in range(request["repeats"]):
+    start = time.perf_counter()
+    results = engine.run(request["problems"])
+    best = min(best or 1e30, time.perf_counter() - start)
+sampled = sum(sum(mask) for r in results for t in r["threads"] for _, mask in t["calls"])
+print(json.dumps({"rate": sampled / best, "texts": [r["text"] for r in results]}))
+"""
+
+
+def baseline_apr(folder: str, ckpt: str, problems, rows: int, repeats: int) -> dict:
+    """{"rate", "texts"} of greedy APR decoding by the checkout in `folder`."""
+    import json
+    import os
+    import subprocess
+    request = {"ckpt": os.path.abspath(ckpt), "problems": problems, "rows": rows, "repeats": repeats}
+    done = subprocess.run([sys.executable, "-c", BASELINE], cwd=folder, input=json.dumps(request),
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ValueError(f"--baseline {folder}: its decoding failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout)
+
+
+def bench_apr(ckpt: str, n: int, repeats: int, rows: int = 64, baseline: str | None = None) -> None:
+    """Greedy APR decoding of a trained checkpoint on its validation problems, parents waiting and
+    children spawning: the engine against its reference path, the roofline, and optionally
+    another checkout of the project (`baseline`, e.g. a git worktree of an earlier commit)."""
     import os
 
     import model as M
@@ -365,27 +501,40 @@ def bench_apr(ckpt: str, n: int, repeats: int) -> None:
     if not os.path.isfile(os.path.join(ckpt, "ckpt.pt") if os.path.isdir(ckpt) else ckpt):
         print(f"== apr: no checkpoint at {ckpt} (train one: python train_sft.py --mode apr), skipped")
         return
-    gpt, tok, state = M.load_checkpoint(ckpt, M.pick_device(None))
+    if baseline is not None and not os.path.isfile(os.path.join(baseline, "rollout.py")):
+        raise ValueError(f"--baseline {baseline} is not a checkout of this project (no rollout.py)")
+    device = M.pick_device(None)
+    gpt, tok, state = M.load_checkpoint(ckpt, device)
     if "task" not in state.get("train_config", {}):
         raise ValueError(f"{ckpt}: the checkpoint does not say which task it learned (train_config)")
     if checkpoint_mode(state, ckpt) != "apr":
         print(f"== apr: {ckpt} is not an APR model, skipped")
         return
+    import torch
     task = countdown.GameConfig(**state["train_config"]["task"])
     problems = countdown.read_problems(countdown.problems_file(task, "val", n, state["args"].get("data_dir", "data")))
-    print(f"== apr: greedy decoding of {n} validation problems by {ckpt}, 64 rows")
-    texts, rates = {}, {}
-    for slack in (1.0, 2.0):
-        engine = Engine(gpt, tok, parallel=True, max_rows=64, block_slack=slack)
-        best = 0.0
-        for _ in range(repeats):
-            start = time.perf_counter()
-            results = engine.run(problems)
-            best = max(best, sum(r["total_tokens"] for r in results) / (time.perf_counter() - start))
-        texts[slack], rates[slack] = [r["text"] for r in results], best
-    print(f"keys gathered (block_slack 1): {rates[1.0]:>7,.0f} tokens/s")
-    print(f"keys in place (block_slack 2): {rates[2.0]:>7,.0f} tokens/s -> {rates[2.0] / rates[1.0]:.2f}x; "
-          f"same greedy texts: {texts[1.0] == texts[2.0]}")
+    print(f"== apr: greedy decoding of {n} validation problems by {ckpt} on {device.type}, "
+          f"{torch.get_num_threads()} threads, {rows} rows, best of {repeats}")
+    bandwidth, peak = machine_limits(device)
+    clock = device_clock(device)
+    timed = {}
+    for path in ("engine", "reference"):
+        engine = Engine(gpt, tok, parallel=True, max_rows=rows, reference=path == "reference")
+        timed[path] = best_decoding(gpt, lambda: engine.run(problems), clock, repeats)
+    roofline = roofline_seconds(gpt, timed["engine"]["calls"], engine.cache.k.element_size(), bandwidth, peak)
+    results = timed["engine"]["results"]
+    print(f"{len(results)} rollouts, {sum(r['children'] for r in results)} children, "
+          f"{sampled_tokens(results):,} tokens sampled, {sum(r['correct'] for r in results)} solved")
+    report_decoding("engine", timed["engine"], roofline)
+    report_decoding("reference path", timed["reference"], roofline)
+    texts = [r["text"] for r in results]
+    rate = timed["engine"]["rate"]
+    print(f"engine / reference: {rate / timed['reference']['rate']:.2f}x; the same greedy texts: "
+          f"{texts == [r['text'] for r in timed['reference']['results']]}")
+    if baseline is not None:
+        other = baseline_apr(baseline, ckpt, problems, rows, repeats)
+        print(f"{'baseline ' + baseline:<22}{other['rate']:>10,.0f} new tokens/s -> engine {rate / other['rate']:.2f}x; "
+              f"the same greedy texts: {other['texts'] == texts}")
 
 
 PARTS = {"apr": bench_apr, "search": bench_search, "model": bench_model, "rollout": bench_rollout, "sft": bench_sft}
@@ -400,11 +549,13 @@ def main(argv=None) -> int:
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"], help="model: presets to time")
     parser.add_argument("--steps", type=int, default=3, help="model: training steps per measurement")
     parser.add_argument("--batch-tokens", type=int, default=8192, help="model: tokens per training step")
-    parser.add_argument("--rows", type=int, default=64, help="rollout: rollouts decoded together")
+    parser.add_argument("--rows", type=int, default=64, help="rollout, apr: rows of the KV cache (rollouts decoded together)")
     parser.add_argument("--new-tokens", type=int, default=256, help="rollout: tokens each rollout decodes")
     parser.add_argument("--ckpt", default="out/tiny/sft_apr", help="apr: a trained APR run folder")
     parser.add_argument("--problems", type=int, default=32, help="apr: validation problems decoded")
     parser.add_argument("--rollout-preset", default="tiny", help="rollout: model preset (random weights)")
+    parser.add_argument("--baseline", default=None,
+                        help="apr: another checkout of this project to time beside (e.g. a git worktree of an older commit)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.repeats < 1:
         parser.error("--n and --repeats must be positive")
@@ -415,11 +566,11 @@ def main(argv=None) -> int:
             elif part == "model":
                 bench_model(args.presets, args.steps, args.batch_tokens)
             elif part == "rollout":
-                bench_rollout(args.rows, args.new_tokens, args.rollout_preset)
+                bench_rollout(args.rows, args.new_tokens, args.rollout_preset, args.repeats)
             elif part == "sft":
                 bench_sft(args.presets, args.steps)
             elif part == "apr":
-                bench_apr(args.ckpt, args.problems, args.repeats)
+                bench_apr(args.ckpt, args.problems, args.repeats, args.rows, args.baseline)
     except ValueError as error:
         print(f"bench.py: error: {error}", file=sys.stderr)
         return 2

@@ -102,7 +102,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one call, the same numbers
 
 
 def rotary_table(head_dim: int, length: int, theta: float):
@@ -114,8 +114,8 @@ def rotary_table(head_dim: int, length: int, theta: float):
 
 def apply_rotary(x, cos, sin):
     """Rotate each pair (x[i], x[i + D/2]) of every head by its position's angle.
-    x: (B, H, T, D); cos, sin: (B, 1, T, D/2), one row of positions per batch row (or
-    (1, 1, T, D/2) when every row starts at position 0)."""
+    x: (B, T, heads, D); cos, sin: (B, T, 1, D/2), one row of positions per batch row (or
+    (1, T, 1, D/2) when every row starts at position 0)."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -128,16 +128,17 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, cache=None, layer=0, layout=None):
+    def forward(self, x, cos, sin, cache=None, layer=0, plan=None):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, H, T, D)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        qkv = self.qkv(x).view(B, T, 3 * self.n_head, self.head_dim)
+        # queries and keys rotated in one call; then (B, T, heads, D) -> (B, H, T, D)
+        qk = apply_rotary(qkv[:, :, :2 * self.n_head], cos, sin)
+        q, k, v = (t.transpose(1, 2) for t in (qk[:, :, :self.n_head], qk[:, :, self.n_head:],
+                                               qkv[:, :, 2 * self.n_head:]))
         if cache is None:  # training: plain causal attention over this sequence
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            y = cache.attend(layer, layout, q, k, v)
+            y = cache.attend(layer, plan, q, k, v)
         # (B, H, T, D) -> (B, T, C)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -176,20 +177,26 @@ class KVCache:
 
     `lengths[r]` is how many tokens row r holds; its slots beyond that are stale and never
     attended to. A row is allocated to a thread, grows by `GPT.forward`, and is freed when the
-    thread ends; `fork` and `truncate` serve sampling groups and joins.
+    thread ends; `fork` and `truncate` serve sampling groups and joins. The lengths live on the
+    host, so a forward pass plans its reads without waiting on the device.
+
+    Keys are stored in `dtype`: bf16 on CUDA, where autocast rounds them to bf16 before attention
+    anyway (so storing them so loses nothing), fp32 elsewhere (docs/experiments.md, "The engine at
+    its roofline": half-precision keys do not read faster on a CPU). `reference=True` attends by
+    gathering each batch row's keys, the obviously correct path the fast one is tested against.
     """
 
     def __init__(self, config: GPTConfig, rows: int, max_len: int | None = None, device="cpu",
-                 dtype=torch.float32, block_slack: float = 2.0):
+                 dtype: torch.dtype | None = None, reference: bool = False):
         self.max_len = max_len or config.context
-        # a batch's rows that lie within a block of at most `block_slack` times as many rows are
-        # attended in place, others gathered (see `layout`); 1.0 gathers unless they are contiguous
-        self.block_slack = block_slack
-        head_dim = config.n_embd // config.n_head
+        self.reference = reference
+        self.n_head, head_dim = config.n_head, config.n_embd // config.n_head
+        if dtype is None:
+            dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
         shape = (config.n_layer, rows, config.n_head, self.max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        self.lengths = torch.zeros(rows, dtype=torch.long)
         self.in_use = [False] * rows
 
     @property
@@ -217,9 +224,10 @@ class KVCache:
         n = int(self.lengths[source]) if length is None else length
         if not 0 <= n <= int(self.lengths[source]):
             raise ValueError(f"cannot fork {n} slots of row {source}, which holds {int(self.lengths[source])}")
-        targets = torch.as_tensor(list(targets), dtype=torch.long, device=self.k.device)
-        self.k[:, targets, :, :n] = self.k[:, source:source + 1, :, :n]
-        self.v[:, targets, :, :n] = self.v[:, source:source + 1, :, :n]
+        targets = list(targets)
+        index = torch.as_tensor(targets, dtype=torch.long, device=self.k.device)
+        self.k[:, index, :, :n] = self.k[:, source:source + 1, :, :n]
+        self.v[:, index, :, :n] = self.v[:, source:source + 1, :, :n]
         self.lengths[targets] = n
 
     def truncate(self, row: int, length: int) -> None:
@@ -228,53 +236,111 @@ class KVCache:
             raise ValueError(f"cannot truncate row {row} of length {int(self.lengths[row])} to {length}")
         self.lengths[row] = length
 
-    def layout(self, rows, starts, T: int) -> dict:
+    def plan(self, rows: list[int], starts: list[int], T: int) -> dict:
         """Where a forward pass writes and reads the cache, worked out once for all its layers:
         T new tokens of row rows[b] go to slots starts[b] + t, and query t sees exactly slots
-        0 .. starts[b] + t of its row.
-
-        Where the keys are read from is the cost on a CPU. Gathering the batch's rows
-        (`self.k[layer, rows]`) copies every key and value of every row at every layer and every
-        step, which in greedy APR decoding cost more than the model's arithmetic
-        (docs/experiments.md, "Keys read in place"). The cache's own block of rows
-        lo..hi is a view, copied by nothing, so when the batch's rows fill most of such a block
-        (running threads hold rows near each other: rows are handed out lowest first), the
-        queries are placed in the block (`place`), attention runs over all of it, and the outputs
-        of the batch's rows are picked back out. Rows of the block outside the batch attend to
-        their own stale slots, and their outputs are dropped."""
-        B = len(rows)
-        slots = starts[:, None] + torch.arange(T, device=rows.device)  # (B, T)
-        span = int(starts.max()) + T  # no row needs keys beyond this slot
-        mask = torch.arange(span, device=rows.device)[None, None, :] <= slots[:, :, None]  # (B, T, L)
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        plan = {"rows": rows, "slots": slots, "span": span, "block": None, "place": None}
-        if hi - lo > self.block_slack * B:  # rows too scattered: gather them
-            return {**plan, "mask": mask[:, None]}
-        if hi - lo == B and bool((rows[1:] > rows[:-1]).all()):  # the batch is the block, in order
-            return {**plan, "block": (lo, hi), "mask": mask[:, None]}
-        mask_block = torch.ones((hi - lo, T, span), dtype=torch.bool, device=rows.device)
-        mask_block[rows - lo] = mask
-        return {**plan, "block": (lo, hi), "place": rows - lo, "mask": mask_block[:, None]}
-
-    def attend(self, layer: int, layout: dict, q, k, v):
-        """Write new keys and values (B, H, T, D) where `layout` says, then attend as it says;
-        returns (B, H, T, D)."""
-        rows, slots, span = layout["rows"], layout["slots"], layout["span"]
-        # advanced indices around a slice put their dims first: the target is (B, T, H, D)
-        self.k[layer][rows[:, None], :, slots] = k.transpose(1, 2).to(self.k.dtype)
-        self.v[layer][rows[:, None], :, slots] = v.transpose(1, 2).to(self.v.dtype)
-        if layout["block"] is None:
-            keys, values = self.k[layer, rows, :, :span], self.v[layer, rows, :, :span]
+        0 .. starts[b] + t of its row."""
+        device = self.k.device
+        rows_t, starts_t = torch.tensor(rows), torch.tensor(starts)
+        steps = torch.arange(T)
+        slots = starts_t[:, None] + steps  # (B, T)
+        # the new keys' places in a layer seen as (rows * heads * slots, head_dim)
+        heads = torch.arange(self.n_head)
+        write = ((rows_t[:, None, None] * self.n_head + heads[None, :, None]) * self.max_len + slots[:, None, :])
+        plan = {"write": write.reshape(-1).to(device, non_blocking=True), "B": len(rows), "T": T}
+        if self.reference:
+            span = max(starts) + T
+            plan.update(rows=rows_t.to(device), span=span,
+                        mask=visible(slots, span)[:, None].to(device, non_blocking=True))
         else:
-            lo, hi = layout["block"]
-            keys, values = self.k[layer, lo:hi, :, :span], self.v[layer, lo:hi, :, :span]
-        place = layout["place"]
-        if place is not None:
+            plan["segments"] = self._segments(rows, starts, T, slots)
+        return plan
+
+    # A segment costs its call overhead plus its block of rows times its span; this is the call's
+    # overhead in slot-rows, from the engine's measurements (docs/experiments.md, "The engine at its
+    # roofline").
+    SEGMENT_OVERHEAD = 256
+
+    def _segments(self, rows, starts, T, slots) -> list[dict]:
+        """Split the batch into blocks of neighbouring cache rows, each attended in place (a view,
+        nothing copied) over its own span: waiting parents and free rows between the batch's rows
+        are read only where skipping them would cost more calls than it saves. Greedy over the
+        rows in cache order: a row joins the block before it when that reads fewer slot-rows than
+        starting a block of its own plus one call's overhead."""
+        order = sorted(range(len(rows)), key=rows.__getitem__)
+        groups, lo, hi, span = [], None, None, 0
+        for b in order:
+            r, need = rows[b], starts[b] + T
+            if lo is not None:
+                merged = (r + 1 - lo) * max(span, need)
+                apart = (hi - lo) * span + self.SEGMENT_OVERHEAD + need
+                if merged <= apart:
+                    groups[-1].append(b)
+                    hi, span = r + 1, max(span, need)
+                    continue
+            groups.append([b])
+            lo, hi, span = r, r + 1, need
+        device, B = self.k.device, len(rows)
+        ordered = order == list(range(B))  # how the engine passes its rows
+        segments = []
+        for members in groups:
+            lo, hi = rows[members[0]], rows[members[-1]] + 1
+            span = max(starts[b] for b in members) + T
+            whole = members == list(range(B))  # the batch itself, in cache order
+            filled = hi - lo == len(members)   # no rows of the block outside the batch
+            place = None if filled else torch.tensor([rows[b] - lo for b in members], device=device)
+            # one decoding token per row and every row at the span: it sees all its slots, no mask
+            if T == 1 and filled and all(starts[b] + 1 == span for b in members):
+                mask = None
+            else:
+                mask = torch.ones((hi - lo, T, span), dtype=torch.bool)
+                mask[[rows[b] - lo for b in members]] = visible(slots[members], span)
+                mask = mask[:, None].to(device, non_blocking=True)
+            if whole:
+                members = None
+            elif ordered:  # the batch in cache order: a segment's queries are a slice of it
+                members = slice(members[0], members[-1] + 1)
+            else:
+                members = torch.tensor(members, device=device)
+            segments.append({"block": (lo, hi), "span": span, "place": place, "mask": mask, "members": members})
+        return segments
+
+    def attend(self, layer: int, plan: dict, q, k, v):
+        """Write new keys and values (B, H, T, D) where `plan` says, then attend as it says;
+        returns (B, H, T, D)."""
+        D = k.shape[-1]
+        self.k[layer].view(-1, D).index_copy_(0, plan["write"], k.reshape(-1, D).to(self.k.dtype))
+        self.v[layer].view(-1, D).index_copy_(0, plan["write"], v.reshape(-1, D).to(self.v.dtype))
+        dtype, q = q.dtype, q.to(self.k.dtype)  # attention in the cache's precision, as autocast would
+        if self.reference:
+            span = plan["span"]
+            keys, values = self.k[layer, plan["rows"], :, :span], self.v[layer, plan["rows"], :, :span]
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=plan["mask"]).to(dtype)
+        segments = plan["segments"]
+        if len(segments) == 1 and segments[0]["members"] is None:
+            return self._attend_block(layer, segments[0], q).to(dtype)
+        if isinstance(segments[0]["members"], slice):  # consecutive slices of the batch, in order
+            return torch.cat([self._attend_block(layer, seg, q[seg["members"]]) for seg in segments]).to(dtype)
+        out = torch.empty_like(q)
+        for seg in segments:
+            out.index_copy_(0, seg["members"], self._attend_block(layer, seg, q.index_select(0, seg["members"])))
+        return out.to(dtype)
+
+    def _attend_block(self, layer: int, seg: dict, q):
+        """Attention of one segment's queries over its block of rows, read in place."""
+        (lo, hi), span, place = seg["block"], seg["span"], seg["place"]
+        keys, values = self.k[layer, lo:hi, :, :span], self.v[layer, lo:hi, :, :span]
+        if place is not None:  # rows of the block outside the batch get zero queries, outputs dropped
             q_block = q.new_zeros((hi - lo, *q.shape[1:]))
             q_block[place] = q
             q = q_block
-        y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=layout["mask"])
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=seg["mask"])
         return y if place is None else y[place]
+
+
+def visible(slots, span: int):
+    """(B, T, span) bool: query t of row b sees slots 0 .. slots[b, t]."""
+    return torch.arange(span)[None, None, :] <= slots[:, :, None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,29 +393,28 @@ class GPT(nn.Module):
         if kv_cache is None:  # every row starts at position 0: one table slice, broadcast
             if T > self.config.context:
                 raise ValueError(f"position {T - 1} is beyond the context of {self.config.context}")
-            cos, sin = self.cos[None, None, :T], self.sin[None, None, :T]  # (1, 1, T, D/2)
-        else:  # each row continues from its own length
-            rows = torch.as_tensor(rows, dtype=torch.long, device=device)
-            starts = kv_cache.lengths[rows]
-            if int(starts.max()) + T > kv_cache.max_len:
+            cos, sin = self.cos[None, :T, None], self.sin[None, :T, None]  # (1, T, 1, D/2)
+        else:  # each row continues from its own length, planned on the host
+            rows = [int(r) for r in rows]
+            starts = kv_cache.lengths[rows].tolist()
+            if max(starts) + T > kv_cache.max_len:
                 raise ValueError(f"a row would exceed the cache's {kv_cache.max_len} slots")
-            positions = starts[:, None] + torch.arange(T, device=device)
-            if int(positions.max()) >= self.config.context:
-                raise ValueError(f"position {int(positions.max())} is beyond the context of {self.config.context}")
-            # (B, T, D/2) -> (B, 1, T, D/2): the same angle for every head
-            cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
-            cache_args = dict(cache=kv_cache, layout=kv_cache.layout(rows, starts, T))  # once for all layers
+            if max(starts) + T > self.config.context:
+                raise ValueError(f"position {max(starts) + T - 1} is beyond the context of {self.config.context}")
+            positions = (torch.tensor(starts)[:, None] + torch.arange(T)).to(device, non_blocking=True)
+            # (B, T, D/2) -> (B, T, 1, D/2): the same angle for every head
+            cos, sin = self.cos[positions][:, :, None], self.sin[positions][:, :, None]
+            cache_args = dict(cache=kv_cache, plan=kv_cache.plan(rows, starts, T))  # once for all layers
         x = self.embed(idx)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, layer=layer, **cache_args) if cache_args else block(x, cos, sin)
         x = self.norm(x)
 
         if kv_cache is not None:
-            n_new = torch.full((B,), T, device=device) if n_new is None else \
-                torch.as_tensor(n_new, dtype=torch.long, device=device)
-            kv_cache.lengths[rows] = starts + n_new
+            n_new = [T] * B if n_new is None else [int(n) for n in n_new]
+            kv_cache.lengths[rows] = torch.tensor(starts) + torch.tensor(n_new)
             if last_only:
-                x = x[torch.arange(B, device=device), n_new - 1]  # (B, C)
+                x = x[torch.arange(B, device=device), torch.tensor(n_new, device=device) - 1]  # (B, C)
             return self.head(x).float()
         logits = self.head(x).float()
         if targets is None:

@@ -152,16 +152,26 @@ class Engine:
     """Decodes rollouts of a model; `parallel=False` is serial search (SoS+)."""
 
     def __init__(self, model: M.GPT, tokenizer: Tokenizer, parallel: bool = True, limits: Limits | None = None,
-                 max_rows: int = 64, block_slack: float = 2.0):
-        """`block_slack`: how the KV cache reads a batch's keys (`KVCache.layout`); 1.0 gathers
-        them for every batch that is not exactly a block of rows, the baseline of `bench.py`."""
-        self.model, self.tok, self.parallel = model, tokenizer, parallel
-        self.block_slack = block_slack
+                 max_rows: int = 64, reference: bool = False):
+        """`reference=True` reads the KV cache the obviously correct way (`KVCache`), the path
+        the fast one is tested against and `bench.py` measures it beside."""
+        self.model, self.tok, self.parallel, self.reference = model, tokenizer, parallel, reference
         self.limits = limits or Limits()
         self.context = min(self.limits.context or model.config.context, model.config.context)
         check_rows(max_rows, parallel)
         self.max_rows = max_rows
+        # threads that may spawn hold at most a fifth of the rows: a waiting parent's children need
+        # about four more, and with more parents children queue for rows (docs/experiments.md,
+        # "The engine at its roofline"); at least one row always stays free for children
+        self.parent_rows = max(1, max_rows // 5)
         self.device = next(model.parameters()).device
+        # each token's text, decoded once: a thread's text grows by table lookups, not decode calls
+        self.pieces = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+        for special in (tokenizer.bos_id, tokenizer.eos_id):
+            self.pieces[special] = ""  # specials add no text
+        # both markers a thread may complete end with a newline: only tokens ending one can
+        self.may_end_marker = [p.endswith("\n") for p in self.pieces]
+        assert search.SPAWN_CLOSE.endswith("\n") and search.JOIN_OPEN.endswith("\n")
 
     # -- thread bookkeeping ---------------------------------------------------------------------
     def _new_thread(self, rollout, parent, level, text, fork_of=None) -> Thread:
@@ -174,8 +184,7 @@ class Engine:
     def _append(self, thread: Thread, token: int, sampled: bool):
         thread.tokens.append(token)
         thread.mask.append(int(sampled))
-        if token not in (self.tok.bos_id, self.tok.eos_id):  # specials add no text
-            thread.text += self.tok.decode([token])
+        thread.text += self.pieces[token]
         thread.offsets.append(len(thread.text))
 
     def _close_call(self, thread: Thread):
@@ -187,7 +196,7 @@ class Engine:
         return self.parallel and thread.level < self.limits.max_depth
 
     # -- the loop -------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping on any tensor of a rollout
     def run(self, problems: list[dict], samples: int = 1, temperature: float = 0.0, top_k=None,
             seed: int = 0, budget: int | None = None) -> list[dict]:
         """Decode `samples` rollouts of each problem; one result per rollout, problem by problem."""
@@ -196,105 +205,117 @@ class Engine:
         generator = torch.Generator().manual_seed(seed)
         mode = "apr" if self.parallel else "sosp"
         self.cache = M.KVCache(self.model.config, self.max_rows, self.context, device=self.device,
-                               block_slack=self.block_slack)
-        threads: list[Thread] = []
+                               reference=self.reference)
+        self.threads: list[Thread] = []
         for p, problem in enumerate(problems):
             prompt = search.condition_prefix(mode, budget) + search.root_prompt(problem["nums"], problem["target"],
                                                                                self.parallel)
-            first = len(threads)
+            first = len(self.threads)
             for s in range(samples):  # samples after the first copy the first one's prefilled prompt
-                threads.append(self._new_thread(p * samples + s, None, 0, prompt, None if s == 0 else first))
-        n_roots = len(threads)
-        totals, started, latency = [0] * n_roots, time.time(), [None] * n_roots
-        self._rounds = [0] * n_roots  # spawn rounds per rollout, over all its threads
-        while True:
-            active = [i for i, t in enumerate(threads) if t.status == "running"]
-            if not active:
-                break
-            ready = self._admit(threads, active)
-            logits = self._forward([threads[i] for i in ready])
+                self.threads.append(self._new_thread(p * samples + s, None, 0, prompt, None if s == 0 else first))
+        n_roots = len(self.threads)
+        self._totals, self._rounds = [0] * n_roots, [0] * n_roots  # tokens and spawn rounds per rollout
+        self._started, self._latency = time.time(), [None] * n_roots
+        # running threads without a cache row, in order of creation, and the rows of running threads
+        self._unplaced, self._running_rows = list(range(n_roots)), {}
+        while self._unplaced or self._running_rows:
+            ready = self._admit()
+            logits = self._forward(ready)
             tokens = sample(logits.float().cpu(), temperature, top_k, generator).tolist()
             for i, token in zip(ready, tokens):
-                self._step(threads, i, token, totals)
-            for r in range(n_roots):
-                if latency[r] is None and threads[r].status in ("done", "failed"):
-                    latency[r] = time.time() - started
+                self._step(i, token)
+        threads = self.threads
         children_of = {}
         for j, t in enumerate(threads):
             children_of.setdefault(t.parent, []).append(j)
-        return [self._result(threads, r, problems[r // samples], latency[r], children_of) for r in range(n_roots)]
+        return [self._result(threads, r, problems[r // samples], self._latency[r], children_of)
+                for r in range(n_roots)]
 
-    def _admit(self, threads, active) -> list[int]:
+    def _admit(self) -> list[int]:
         """Give rows to running threads that have none, deepest first: children unblock waiting
-        parents. A thread that may spawn (and then wait, holding its row) is admitted only while a
-        row stays free for children, so the cache can never fill with waiting parents."""
-        free = self.cache.in_use.count(False)
-        holders = sum(1 for u in threads if u.row is not None and self._may_spawn(u))
-        for i in sorted(active, key=lambda i: -threads[i].level):
-            t = threads[i]
-            if t.row is not None:
-                continue
-            if free == 0 or (self._may_spawn(t) and holders >= self.max_rows - 1):
-                continue
-            source = threads[t.fork_of] if t.fork_of is not None else None
-            if source is not None and source.status == "running" and source.prompt_logits is None:
-                continue  # wait until the source's prompt is in the cache, then copy it
-            t.row = self.cache.allocate(1)[0]
-            free -= 1
-            holders += self._may_spawn(t)
-            if source is not None and source.prompt_logits is not None and source.row is not None:
-                # exactly the prompt: the source's row may already hold tokens it decoded since
-                self.cache.fork(source.row, [t.row], length=len(t.pending))
-                t.pending, t.last_logits = [], source.prompt_logits
-        ready = [i for i in active if threads[i].row is not None]
-        if not ready:
+        parents. A thread that may spawn (and then wait, holding its row) is admitted only while
+        such threads hold fewer than `parent_rows`, so the cache can never fill with waiting
+        parents and their children find rows. Returns the
+        running threads in the order of their rows, which is how the cache reads them fastest."""
+        threads = self.threads
+        if self._unplaced:
+            free = self.cache.in_use.count(False)
+            holders = sum(1 for u in threads if u.row is not None and self._may_spawn(u))
+            placed = set()
+            for i in sorted(self._unplaced, key=lambda i: -threads[i].level):
+                t = threads[i]
+                if free == 0:
+                    break
+                if self._may_spawn(t) and holders >= self.parent_rows:
+                    continue
+                source = threads[t.fork_of] if t.fork_of is not None else None
+                if source is not None and source.status == "running" and source.prompt_logits is None:
+                    continue  # wait until the source's prompt is in the cache, then copy it
+                t.row = self.cache.allocate(1)[0]
+                free -= 1
+                holders += self._may_spawn(t)
+                placed.add(i)
+                self._running_rows[t.row] = i
+                if source is not None and source.prompt_logits is not None and source.row is not None:
+                    # exactly the prompt: the source's row may already hold tokens it decoded since
+                    self.cache.fork(source.row, [t.row], length=len(t.pending))
+                    t.pending, t.last_logits = [], source.prompt_logits
+            self._unplaced = [i for i in self._unplaced if i not in placed]
+        if not self._running_rows:
             raise RuntimeError("no KV cache row for any running thread; raise max_rows")
-        return ready
+        return [self._running_rows[r] for r in sorted(self._running_rows)]
 
-    def _forward(self, batch: list[Thread]):
+    def _forward(self, ready: list[int]):
         """Feed each thread's pending tokens (a prompt, a join block, or its last sampled token)
         and return the logits after its last one, (B, V). Decoding rows (one token) and prefilling
         rows run as separate passes so that one long prompt does not pad every decode row."""
+        batch = [self.threads[i] for i in ready]
+        decoding = [t for t in batch if len(t.pending) == 1]
+        prefilling = [t for t in batch if len(t.pending) > 1]
+        if len(decoding) == len(batch):  # the common step: every row feeds its last token
+            return self._feed(decoding)
         out_of = {}
-        need = [t for t in batch if t.pending]
-        for group in ([t for t in need if len(t.pending) == 1], [t for t in need if len(t.pending) > 1]):
-            if not group:
-                continue
-            width = max(len(t.pending) for t in group)
-            idx = torch.full((len(group), width), self.tok.pad_id, dtype=torch.long)
-            for b, t in enumerate(group):
-                idx[b, :len(t.pending)] = torch.tensor(t.pending)
-            with M.autocast(self.device):
-                logits = self.model(idx.to(self.device), kv_cache=self.cache, rows=[t.row for t in group],
-                                    n_new=[len(t.pending) for t in group], last_only=True)
-            for b, t in enumerate(group):
-                out_of[id(t)] = logits[b]
-                if t.parent is None and not t.calls and len(t.pending) > 1:
-                    t.prompt_logits = logits[b]  # a root's prompt: samples of it fork from here
-                t.pending = []
+        for group in (decoding, prefilling):
+            if group:
+                for t, logits in zip(group, self._feed(group)):
+                    out_of[id(t)] = logits
         for t in batch:
-            if id(t) not in out_of:
+            if id(t) not in out_of:  # a fork: its prompt's logits came from the row it copied
                 out_of[id(t)], t.last_logits = t.last_logits, None
         return torch.stack([out_of[id(t)] for t in batch])
 
-    def _step(self, threads, i, token, totals):
+    def _feed(self, group: list[Thread]):
+        """One forward pass over the pending tokens of `group` (right-padded), logits (B, V)."""
+        width = max(len(t.pending) for t in group)
+        idx = torch.tensor([t.pending + [self.tok.pad_id] * (width - len(t.pending)) for t in group])
+        with M.autocast(self.device):
+            logits = self.model(idx.to(self.device), kv_cache=self.cache, rows=[t.row for t in group],
+                                n_new=[len(t.pending) for t in group], last_only=True)
+        for b, t in enumerate(group):
+            if t.parent is None and not t.calls and len(t.pending) > 1:
+                t.prompt_logits = logits[b]  # a root's prompt: samples of it fork from here
+            t.pending = []
+        return logits
+
+    def _step(self, i, token):
         """Append a sampled token to thread i and act on what it completes."""
-        t = threads[i]
+        t = self.threads[i]
         self._append(t, token, sampled=True)
         t.pending = [token]
-        totals[t.rollout] += 1
+        self._totals[t.rollout] += 1
         if token == self.tok.eos_id:
-            return self._finish(threads, i, "done")
+            return self._finish(i, "done")
         if len(t.tokens) >= self.context:
-            return self._finish(threads, i, "failed", "context limit")
-        if totals[t.rollout] >= self.limits.max_total_tokens:
-            return self._finish(threads, i, "failed", "total token limit")
+            return self._finish(i, "failed", "context limit")
+        if self._totals[t.rollout] >= self.limits.max_total_tokens:
+            return self._finish(i, "failed", "total token limit")
         # a spawn block is complete; a join block written by the model counts as its end
-        if self.parallel and (t.text.endswith(search.SPAWN_CLOSE) or t.text.endswith(search.JOIN_OPEN)):
-            self._spawn(threads, i)
+        if self.parallel and self.may_end_marker[token] and (t.text.endswith(search.SPAWN_CLOSE)
+                                                             or t.text.endswith(search.JOIN_OPEN)):
+            self._spawn(i)
 
-    def _spawn(self, threads, i):
-        t = threads[i]
+    def _spawn(self, i):
+        threads, t = self.threads, self.threads[i]
         try:
             if t.level >= self.limits.max_depth:
                 raise search.SpawnError(f"a thread at level {t.level} may not spawn (depth limit {self.limits.max_depth})")
@@ -305,34 +326,39 @@ class Engine:
                 raise search.SpawnError(f"{len(ids)} children, more than the limit of {self.limits.max_children}")
             prompts = [search.child_prompt(t.text, node_id) for node_id in ids]
         except search.SpawnError as error:
-            return self._finish(threads, i, "failed", f"spawn: {error}")
+            return self._finish(i, "failed", f"spawn: {error}")
         self._rounds[t.rollout] += 1
         t.pending, t.status = [], "waiting"  # its last token enters the cache with the join block
+        del self._running_rows[t.row]  # it keeps its row, but takes no steps
         self._close_call(t)
         t.spawns.append(len(prompts))
         t.children = []
         for prompt in prompts:
             t.children.append(len(threads))
+            self._unplaced.append(len(threads))
             threads.append(self._new_thread(t.rollout, i, t.level + 1, prompt))
 
-    def _finish(self, threads, i, status, reason=""):
-        t = threads[i]
+    def _finish(self, i, status, reason=""):
+        threads, t = self.threads, self.threads[i]
         t.status, t.reason, t.pending = status, reason, []
         self._close_call(t)
         if t.row is not None:
+            self._running_rows.pop(t.row, None)
             self.cache.free([t.row])
             t.row = None
-        if t.parent is not None and all(threads[c].status in ("done", "failed") for c in threads[t.parent].children):
-            self._join(threads, t.parent)
+        if t.parent is None:
+            self._latency[t.rollout] = time.time() - self._started
+        elif all(threads[c].status in ("done", "failed") for c in threads[t.parent].children):
+            self._join(t.parent)
 
-    def _join(self, threads, p):
+    def _join(self, p):
         """All children of thread p have ended: drop its spawn block, then feed the join block."""
-        parent = threads[p]
-        children = [threads[c] for c in parent.children]
+        parent = self.threads[p]
+        children = [self.threads[c] for c in parent.children]
         joined = search.join(parent.text, [c.text if c.status == "done" else None for c in children])
         before, _, _ = search.parse_spawn(parent.text)
         if len(before) not in parent.offsets:  # a spawn block that starts inside a token
-            return self._finish(threads, p, "failed", "spawn block does not start on a token boundary")
+            return self._finish(p, "failed", "spawn block does not start on a token boundary")
         keep = parent.offsets.index(len(before)) + 1
         while keep < len(parent.offsets) and parent.offsets[keep] == len(before):
             keep += 1  # keep zero-length tokens (BOS) that end at the same place
@@ -344,8 +370,9 @@ class Engine:
         for token in parent.pending:
             self._append(parent, token, sampled=False)
         parent.status = "running"
+        self._running_rows[parent.row] = p
         if len(parent.tokens) >= self.context:
-            self._finish(threads, p, "failed", "context limit at join")
+            self._finish(p, "failed", "context limit at join")
 
     # -- results --------------------------------------------------------------------------------
     def _result(self, threads, root, problem, latency, children_of) -> dict:

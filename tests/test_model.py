@@ -138,19 +138,20 @@ def test_per_token_logprobs_match_log_softmax(gpt):
     assert torch.allclose(loss, -logprobs[targets != -1].mean(), atol=1e-5)
 
 
-@pytest.mark.parametrize("cache_rows, picked, block_slack", [
-    (6, (2, 0, 3, 1), 2.0), (4, (2, 0, 3, 1), 2.0), (12, (9, 0, 11, 4), 2.0), (12, (9, 0, 11, 4), 4.0),
-    (6, (2, 0, 3, 1), 1.0)])
-def test_cached_decoding_matches_full_forward_for_ragged_rows(gpt, cache_rows, picked, block_slack):
+@pytest.mark.parametrize("cache_rows, picked, reference, overhead", [
+    (6, (2, 0, 3, 1), False, 256), (4, (2, 0, 3, 1), False, 256), (12, (9, 0, 11, 4), False, 256),
+    (12, (9, 0, 11, 4), False, 0), (12, (9, 0, 11, 4), False, 10 ** 6), (6, (2, 0, 3, 1), True, 256)])
+def test_cached_decoding_matches_full_forward_for_ragged_rows(gpt, cache_rows, picked, reference, overhead):
     """Rows out of order, in a cache with spare rows and in one whose every row is in the batch
     (a full batch in permuted order once took the contiguous-view path and misaligned rows), and
-    rows scattered over a larger cache; attended in place in the cache's block of rows
-    (block_slack 2 and 4: later steps decode fewer rows, with holes between them) and gathered
-    (block_slack 1, and 12 rows spread over 12 at slack 2)."""
+    rows scattered over a larger cache; read in place as blocks of rows split where the cost
+    model says (a call's overhead of 256 slot-rows; 0: a block per run of rows; 10**6: one block
+    over every row, holes included), and gathered (the reference path)."""
     torch.manual_seed(1)
     seqs = [torch.randint(0, TINY.vocab_size, (n,)).tolist() for n in (5, 17, 1, 30)]
     prompt_lens = [3, 9, 1, 20]
-    cache = KVCache(TINY, rows=cache_rows, block_slack=block_slack)
+    cache = KVCache(TINY, rows=cache_rows, reference=reference)
+    cache.SEGMENT_OVERHEAD = overhead
     rows = cache.allocate(cache_rows)
     rows = [rows[i] for i in picked]
     T = max(prompt_lens)
@@ -170,6 +171,26 @@ def test_cached_decoding_matches_full_forward_for_ragged_rows(gpt, cache_rows, p
                 position = prompt_lens[b] + step
                 assert torch.allclose(out[k], full_logits(gpt, seqs[b])[position], atol=1e-5)
     assert [int(cache.lengths[r]) for r in rows] == [len(s) for s in seqs]
+
+
+def test_a_bf16_cache_as_on_cuda_reads_the_same_on_both_paths(gpt):
+    """Keys stored in bf16 (the CUDA default): ragged rows decoded through the fast path give the
+    reference path's logits to bf16 rounding, and stay near the fp32 model's."""
+    torch.manual_seed(2)
+    seqs = [torch.randint(0, TINY.vocab_size, (n,)).tolist() for n in (9, 20, 14)]
+    outs = {}
+    for reference in (False, True):
+        cache = KVCache(TINY, rows=5, dtype=torch.bfloat16, reference=reference)
+        rows = [4, 0, 2]
+        cache.allocate(5)
+        with torch.no_grad():
+            gpt(torch.tensor([s[:6] for s in seqs]), kv_cache=cache, rows=rows)
+            outs[reference] = [gpt(torch.tensor([[s[t]] for s in seqs]), kv_cache=cache, rows=rows, last_only=True)
+                               for t in range(6, 9)]
+    for fast, ref, t in zip(outs[False], outs[True], range(6, 9)):
+        assert fast.dtype == torch.float32 and torch.allclose(fast, ref, atol=2e-2)
+        for b, s in enumerate(seqs):
+            assert torch.allclose(fast[b], full_logits(gpt, s)[t], atol=5e-2)
 
 
 def test_forked_rows_continue_exactly_like_their_source(gpt):

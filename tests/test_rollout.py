@@ -349,3 +349,56 @@ def test_viewer_command_line_prints_the_tree_and_writes_html(tmp_path, capsys):
     assert "27 from [22, 26, 31, 53]" in printed and "== parent" in printed
     assert page.read_text().startswith("<!doctype html>")
     assert rollout.main(["--ckpt", str(tmp_path / "none.pt"), "--target", "27", "--nums", "1", "2"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path against the reference path
+
+def spawning_problems(n):
+    """n problems of the tiny task, and a script that forces only each root's first LM call of its
+    APR demonstration: the parent writes its expansion and spawn block, and everything after
+    (children, the parent after its join) is the real model's own decoding. Problems whose
+    demonstration spawns after a short first call (under 150 tokens), so that children and the
+    parent after its join fit a small context."""
+    game = countdown.GameConfig(count=4, num_min=1, num_max=10, target_min=10, target_max=30)
+    problems = list(countdown.generate_problems(12 * n, seed=3, game=game))
+    chosen, script = [], {}
+    for problem, r in zip(problems, search.demonstrate_all(problems, "apr")):  # demonstrations are drawn: once
+        segments, ends = next(search.lm_calls(r["trace_dict"]))
+        ids, mask = TOK.render(segments, eos=ends)
+        if ends or len(ids) >= 150 or len(chosen) == n:
+            continue
+        chosen.append(problem)
+        for j in range(1, len(ids)):
+            if mask[j]:
+                script[tuple(ids[:j])] = ids[j]
+    return chosen, script
+
+
+def same_rollouts(a, b):
+    """Every thread of every rollout the same: texts, statuses and each LM call's tokens and mask."""
+    assert [[(t["text"], t["status"], t["calls"]) for t in r["threads"]] for r in a] == \
+           [[(t["text"], t["status"], t["calls"]) for t in r["threads"]] for r in b]
+
+
+@pytest.mark.parametrize("rows, samples", [(64, 1), (5, 1), (4, 2)])
+def test_fast_path_equals_the_reference_with_spawns_forks_and_joins(rows, samples):
+    """Greedy APR decoding of a real (random) model, several rollouts spawning in one batch: the
+    cache read in place as blocks of rows gives exactly the reference path's rollouts. With few
+    rows, threads wait for rows and take them as others free (ragged, scattered rows); with two
+    samples each, the second forks the first's prompt."""
+    problems, script = spawning_problems(3)
+    model = ForcedModel(random_gpt(context=200, seed=5), script)
+    fast = Engine(model, TOK, parallel=True, max_rows=rows).run(problems, samples=samples)
+    model.rows.clear()
+    reference = Engine(model, TOK, parallel=True, max_rows=rows, reference=True).run(problems, samples=samples)
+    assert sum(r["children"] for r in fast) >= 8 and any(len(r["threads"][0]["calls"]) > 1 for r in fast)
+    same_rollouts(fast, reference)
+
+
+def test_fast_serial_decoding_equals_the_reference():
+    gpt = random_gpt(context=120, seed=6)
+    problems = list(countdown.generate_problems(6, seed=12))
+    fast = Engine(gpt, TOK, parallel=False, max_rows=4).run(problems, samples=2)
+    reference = Engine(gpt, TOK, parallel=False, max_rows=4, reference=True).run(problems, samples=2)
+    same_rollouts(fast, reference)
