@@ -160,10 +160,10 @@ class Engine:
         self.context = min(self.limits.context or model.config.context, model.config.context)
         check_rows(max_rows, parallel)
         self.max_rows = max_rows
-        # threads that may spawn hold at most a fifth of the rows: a waiting parent's children need
-        # about four more, and with more parents children queue for rows (docs/experiments.md,
+        # threads that may spawn hold at most a third of the rows: a waiting parent's children need
+        # three or four more, and with more parents children queue for rows (docs/experiments.md,
         # "The engine at its roofline"); at least one row always stays free for children
-        self.parent_rows = max(1, max_rows // 5)
+        self.parent_rows = max(1, max_rows // 3)
         self.device = next(model.parameters()).device
         # each token's text, decoded once: a thread's text grows by table lookups, not decode calls
         self.pieces = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
@@ -218,6 +218,7 @@ class Engine:
         self._started, self._latency = time.time(), [None] * n_roots
         # running threads without a cache row, in order of creation, and the rows of running threads
         self._unplaced, self._running_rows = list(range(n_roots)), {}
+        self._holders = 0  # rows held by threads that may spawn
         while self._unplaced or self._running_rows:
             ready = self._admit()
             logits = self._forward(ready)
@@ -240,20 +241,19 @@ class Engine:
         threads = self.threads
         if self._unplaced:
             free = self.cache.in_use.count(False)
-            holders = sum(1 for u in threads if u.row is not None and self._may_spawn(u))
             placed = set()
             for i in sorted(self._unplaced, key=lambda i: -threads[i].level):
                 t = threads[i]
                 if free == 0:
                     break
-                if self._may_spawn(t) and holders >= self.parent_rows:
+                if self._may_spawn(t) and self._holders >= self.parent_rows:
                     continue
                 source = threads[t.fork_of] if t.fork_of is not None else None
                 if source is not None and source.status == "running" and source.prompt_logits is None:
                     continue  # wait until the source's prompt is in the cache, then copy it
                 t.row = self.cache.allocate(1)[0]
                 free -= 1
-                holders += self._may_spawn(t)
+                self._holders += self._may_spawn(t)
                 placed.add(i)
                 self._running_rows[t.row] = i
                 if source is not None and source.prompt_logits is not None and source.row is not None:
@@ -343,6 +343,7 @@ class Engine:
         t.status, t.reason, t.pending = status, reason, []
         self._close_call(t)
         if t.row is not None:
+            self._holders -= self._may_spawn(t)
             self._running_rows.pop(t.row, None)
             self.cache.free([t.row])
             t.row = None

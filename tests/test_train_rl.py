@@ -188,14 +188,14 @@ def test_trained_log_probs_are_those_the_engine_sampled_with(sft_runs, monkeypat
         last_logits[:] = list(logits)  # one row per thread that steps next, in the engine's order
         return real_sample(logits, temperature, top_k, generator)
 
-    def scripted_step(self, threads, i, token, totals):
-        t = threads[i]
+    def scripted_step(self, i, token):
+        t = self.threads[i]
         written = sum(t.mask)
         if t.parent is None and not t.spawns and written < len(script):
             token = script[written]  # the root writes the demonstration's first call
         row = last_logits.pop(0)
         drawn.append(float(torch.log_softmax(row / temperature, -1)[token]))
-        return real_step(self, threads, i, token, totals)
+        return real_step(self, i, token)
     monkeypatch.setattr(rollout, "sample", keep_logits)
     monkeypatch.setattr(rollout.Engine, "_step", scripted_step)
     engine = rollout.Engine(model, tok, parallel=True, limits=rollout.Limits(max_total_tokens=1500), max_rows=16)
