@@ -268,22 +268,10 @@ class KVCache:
         rows in cache order: a row joins the block before it when that reads fewer slot-rows than
         starting a block of its own plus one call's overhead."""
         order = sorted(range(len(rows)), key=rows.__getitem__)
-        groups, lo, hi, span = [], None, None, 0
-        for b in order:
-            r, need = rows[b], starts[b] + T
-            if lo is not None:
-                merged = (r + 1 - lo) * max(span, need)
-                apart = (hi - lo) * span + self.SEGMENT_OVERHEAD + need
-                if merged <= apart:
-                    groups[-1].append(b)
-                    hi, span = r + 1, max(span, need)
-                    continue
-            groups.append([b])
-            lo, hi, span = r, r + 1, need
         device, B = self.k.device, len(rows)
         ordered = order == list(range(B))  # how the engine passes its rows
         segments = []
-        for members in groups:
+        for members in self._group(order, rows, starts, T):
             lo, hi = rows[members[0]], rows[members[-1]] + 1
             span = max(starts[b] for b in members) + T
             whole = members == list(range(B))  # the batch itself, in cache order
@@ -304,6 +292,22 @@ class KVCache:
                 members = torch.tensor(members, device=device)
             segments.append({"block": (lo, hi), "span": span, "place": place, "mask": mask, "members": members})
         return segments
+
+    def _group(self, order, rows, starts, T) -> list[list[int]]:
+        """The batch indices, in cache order, split into the segments' members."""
+        groups, lo, hi, span = [], None, None, 0
+        for b in order:
+            r, need = rows[b], starts[b] + T
+            if lo is not None:
+                merged = (r + 1 - lo) * max(span, need)
+                apart = (hi - lo) * span + self.SEGMENT_OVERHEAD + need
+                if merged <= apart:
+                    groups[-1].append(b)
+                    hi, span = r + 1, max(span, need)
+                    continue
+            groups.append([b])
+            lo, hi, span = r, r + 1, need
+        return groups
 
     def attend(self, layer: int, plan: dict, q, k, v):
         """Write new keys and values (B, H, T, D) where `plan` says, then attend as it says;

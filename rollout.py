@@ -19,6 +19,10 @@ thread that wrote them, with the reason recorded, and never the batch.
 
 Each thread records every LM call it made: the token ids and a mask (1 = sampled by the model,
 0 = prompt or injected), which is what RL trains on.
+
+Speed: the cache is read in place, segment by segment (`model.KVCache`), and a step touches only
+the running threads. `Engine(reference=True)` reads the cache the obviously correct way; the tests
+hold both to the same rollouts and `python bench.py --part apr` times them side by side.
 """
 
 from __future__ import annotations
