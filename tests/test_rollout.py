@@ -402,3 +402,24 @@ def test_fast_serial_decoding_equals_the_reference():
     fast = Engine(gpt, TOK, parallel=False, max_rows=4).run(problems, samples=2)
     reference = Engine(gpt, TOK, parallel=False, max_rows=4, reference=True).run(problems, samples=2)
     same_rollouts(fast, reference)
+
+
+def test_threads_that_may_spawn_hold_at_most_their_share_of_rows(monkeypatch):
+    """More rollouts than rows: at every step the rows held by threads that may spawn (running or
+    waiting roots) are at most `parent_rows`, the engine's running count of them equals a scan of
+    every thread, and the replayed demonstrations still come out whole."""
+    problems = list(countdown.generate_problems(12, seed=4))
+    records = list(search.demonstrate_all(problems, "apr"))
+    engine = Engine(ScriptedModel(script_of(records, "apr")), TOK, parallel=True, max_rows=9)
+    real_admit, seen = Engine._admit, []
+
+    def checked_admit(self):
+        ready = real_admit(self)
+        held = sum(1 for t in self.threads if t.row is not None and self._may_spawn(t))
+        assert held == self._holders <= self.parent_rows == 3
+        seen.append(held)
+        return ready
+    monkeypatch.setattr(Engine, "_admit", checked_admit)
+    for r, out in zip(records, engine.run(problems)):
+        assert out["text"] == r["search_path"]
+    assert max(seen) == 3
