@@ -247,7 +247,7 @@ class KVCache:
         # the new keys' places in a layer seen as (rows * heads * slots, head_dim)
         heads = torch.arange(self.n_head)
         write = ((rows_t[:, None, None] * self.n_head + heads[None, :, None]) * self.max_len + slots[:, None, :])
-        plan = {"write": write.reshape(-1).to(device, non_blocking=True), "B": len(rows), "T": T}
+        plan = {"write": write.reshape(-1).to(device, non_blocking=True), "slots": slots}
         if self.reference:
             span = max(starts) + T
             plan.update(rows=rows_t.to(device), span=span,
@@ -405,10 +405,11 @@ class GPT(nn.Module):
                 raise ValueError(f"a row would exceed the cache's {kv_cache.max_len} slots")
             if max(starts) + T > self.config.context:
                 raise ValueError(f"position {max(starts) + T - 1} is beyond the context of {self.config.context}")
-            positions = (torch.tensor(starts)[:, None] + torch.arange(T)).to(device, non_blocking=True)
+            plan = kv_cache.plan(rows, starts, T)  # once for all layers
+            positions = plan["slots"].to(device, non_blocking=True)  # a token's slot is its position
             # (B, T, D/2) -> (B, T, 1, D/2): the same angle for every head
             cos, sin = self.cos[positions][:, :, None], self.sin[positions][:, :, None]
-            cache_args = dict(cache=kv_cache, plan=kv_cache.plan(rows, starts, T))  # once for all layers
+            cache_args = dict(cache=kv_cache, plan=plan)
         x = self.embed(idx)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, layer=layer, **cache_args) if cache_args else block(x, cos, sin)

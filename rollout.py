@@ -173,9 +173,9 @@ class Engine:
         self.pieces = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
         for special in (tokenizer.bos_id, tokenizer.eos_id):
             self.pieces[special] = ""  # specials add no text
-        # both markers a thread may complete end with a newline: only tokens ending one can
-        self.may_end_marker = [p.endswith("\n") for p in self.pieces]
-        assert search.SPAWN_CLOSE.endswith("\n") and search.JOIN_OPEN.endswith("\n")
+        # a marker can only be completed by a token whose text ends with the marker's last character
+        last = {search.SPAWN_CLOSE[-1], search.JOIN_OPEN[-1]}
+        self.may_end_marker = [p[-1:] in last for p in self.pieces]
 
     # -- thread bookkeeping ---------------------------------------------------------------------
     def _new_thread(self, rollout, parent, level, text, fork_of=None) -> Thread:

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import bench  # noqa: E402
 import countdown  # noqa: E402
 import model as M  # noqa: E402
 from rollout import Engine  # noqa: E402
@@ -79,11 +80,13 @@ def pass_parts(gpt, rows: int = 30, length: int = 211) -> None:
 
 def decode(gpt, tok, problems, rows: int, setting) -> dict:
     """Greedy APR decoding with `setting(engine)` applied; seconds, rate, texts and slot counts."""
-    counts = {"needed": 0, "read": 0}
+    counts = {"needed": 0, "read": 0, "passes": 0, "rows": 0}
     plan = M.KVCache.plan
 
     def counting_plan(cache, batch_rows, starts, T):
         out = plan(cache, batch_rows, starts, T)
+        counts["passes"] += 1
+        counts["rows"] += len(batch_rows)
         counts["needed"] += sum(s + T for s in starts)
         counts["read"] += sum((s["block"][1] - s["block"][0]) * s["span"] for s in out.get("segments", []))
         return out
@@ -97,8 +100,8 @@ def decode(gpt, tok, problems, rows: int, setting) -> dict:
     finally:
         M.KVCache.plan = plan
         M.KVCache.SEGMENT_OVERHEAD = DEFAULT_OVERHEAD
-    sampled = sum(sum(mask) for r in results for t in r["threads"] for _, mask in t["calls"])
-    return {"seconds": seconds, "rate": sampled / seconds, "texts": [r["text"] for r in results], **counts}
+    return {"seconds": seconds, "rate": bench.sampled_tokens(results) / seconds, "texts": [r["text"] for r in results],
+            **counts}
 
 
 DEFAULT_OVERHEAD = M.KVCache.SEGMENT_OVERHEAD
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
         out = decode(gpt, tok, problems, args.rows, lambda engine: setattr(engine, "parent_rows", cap))
         first = first or out["texts"]
         print(f"parent_rows {cap:>3}: {out['seconds']:6.1f} s, {out['rate']:>6,.0f} new tokens/s, "
-              f"same texts: {out['texts'] == first}")
+              f"{out['rows'] / out['passes']:.1f} rows per pass, same texts: {out['texts'] == first}")
     for overhead in (0, 64, 256, 1024, 10 ** 6) if "segments" in parts else ():
         out = decode(gpt, tok, problems, args.rows, lambda engine: setattr(M.KVCache, "SEGMENT_OVERHEAD", overhead))
         first = first or out["texts"]
