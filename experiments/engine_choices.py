@@ -9,7 +9,10 @@ The measurements behind three of the engine's settings, on a trained APR checkpo
   validation problems at several values (the engine uses a third of the rows);
 - `KVCache.SEGMENT_OVERHEAD`, the cost of one more attention call in slot-rows: the same
   decoding at several values, with the slots read per slot needed;
-- and what a decoding pass costs besides attention, at 30 rows of 211 tokens.
+- what a decoding pass costs besides attention, at 30 rows of 211 tokens;
+- and the attention kernel's read rate against the memory's (`--only kernels`, no checkpoint
+  needed): one pass's attention at 64 rows of 400 slots in 4 layers, by
+  `scaled_dot_product_attention`, by matmul-softmax-matmul, and by each through `torch.compile`.
 
 Prints one line per setting: seconds, new tokens/s, and whether the greedy texts are the same
 as at the first setting.
@@ -45,6 +48,32 @@ def key_precision() -> None:
             F.scaled_dot_product_attention(q, k, v)
             best = min(best, time.perf_counter() - start)
         print(f"keys in {str(dtype).replace('torch.', ''):<9} {best * 1e3:6.2f} ms per attention call")
+
+
+def attention_kernels(layers: int = 4, rows: int = 64, length: int = 400) -> None:
+    """GB/s of keys and values read by one decoding pass's attention, per kernel, beside the
+    STREAM copy's: each layer has its own cache, so the pass reads more than the CPU's caches hold."""
+    caches = [(torch.randn(rows, 4, 768, 32), torch.randn(rows, 4, 768, 32)) for _ in range(layers)]
+    q = torch.randn(rows, 4, 1, 32)
+
+    def matmuls(q, k, v):
+        return torch.matmul((torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5).softmax(-1), v)
+    kernels = {"scaled_dot_product_attention": F.scaled_dot_product_attention, "matmul-softmax-matmul": matmuls}
+    kernels.update({f"{name}, compiled": torch.compile(fn, dynamic=True) for name, fn in list(kernels.items())})
+    read = layers * 2 * rows * 4 * length * 32 * 4
+    print(f"memory: {bench.stream_bandwidth() / 1e9:.1f} GB/s (STREAM copy); attention over {read / 1e6:.0f} MB:")
+    with torch.inference_mode():
+        for name, kernel in kernels.items():
+            def one_pass():
+                for k, v in caches:
+                    kernel(q, k[:, :, :length], v[:, :, :length])
+            one_pass()  # compiles, where it does
+            best = float("inf")
+            for _ in range(20):
+                start = time.perf_counter()
+                one_pass()
+                best = min(best, time.perf_counter() - start)
+            print(f"  {name:<38} {best * 1e3:6.2f} ms, {read / best / 1e9:5.1f} GB/s")
 
 
 def pass_parts(gpt, rows: int = 30, length: int = 211) -> None:
@@ -109,19 +138,25 @@ DEFAULT_OVERHEAD = M.KVCache.SEGMENT_OVERHEAD
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="The measurements behind the engine's settings.")
-    parser.add_argument("ckpt", help="a trained APR run folder or checkpoint")
+    parser.add_argument("ckpt", nargs="?", help="a trained APR run folder or checkpoint (all but keys, kernels)")
     parser.add_argument("--problems", type=int, default=64, help="validation problems decoded")
     parser.add_argument("--rows", type=int, default=64, help="KV cache rows")
-    parser.add_argument("--only", choices=["keys", "pass", "parent_rows", "segments"], action="append",
+    parser.add_argument("--only", choices=["keys", "kernels", "pass", "parent_rows", "segments"], action="append",
                         help="measure only these (repeatable); default: all")
     args = parser.parse_args(argv)
-    parts = args.only or ["keys", "pass", "parent_rows", "segments"]
+    parts = args.only or ["keys", "kernels", "pass", "parent_rows", "segments"]
+    if "keys" in parts:
+        key_precision()
+    if "kernels" in parts:
+        attention_kernels()
+    if not set(parts) - {"keys", "kernels"}:
+        return 0
+    if args.ckpt is None:
+        parser.error("a checkpoint is needed for pass, parent_rows and segments")
     gpt, tok, state = M.load_checkpoint(args.ckpt, "cpu")
     task = countdown.GameConfig(**state["train_config"]["task"])
     problems = countdown.read_problems(countdown.problems_file(task, "val", args.problems,
                                                                state["args"].get("data_dir", "data")))
-    if "keys" in parts:
-        key_precision()
     if "pass" in parts:
         pass_parts(gpt)
     first = None
