@@ -34,8 +34,11 @@ import argparse
 import json
 import math
 import os
+import platform
 import sys
 from collections import Counter
+
+from tqdm import tqdm
 
 import countdown
 import model as M
@@ -50,6 +53,12 @@ PAPER_ACCURACY = {
 }
 APR_BUDGETS = range(0, 11)   # conditioned child counts of the APR sweep
 SOSP_SAMPLES = 8             # the SoS+ sweep: cons@1..8 from 8 samples per problem
+# the latency curve (Figure 6), each problem decoded alone: fewer points than the sweep, since
+# one problem at a time costs a whole decoding loop per problem
+LATENCY_BUDGETS = (2, 4, 6, 8)
+LATENCY_SAMPLES = (1, 2, 4, 8)
+LATENCY_PROBLEMS = 100
+LATENCY_ROWS = 16  # cache rows for one problem: a parent, its children, or cons@n's samples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +248,47 @@ def sweep(model, tokenizer, problems, parallel: bool, temperature: float, limits
     return points
 
 
+def latency_point(model, tokenizer, problems, parallel: bool, temperature: float = 0.0, samples: int = 1,
+                  budget: int | None = None, limits: Limits | None = None, seed: int = 0) -> dict:
+    """Accuracy against latency as a user sees it: each problem decoded alone, all of its threads
+    (or its `samples` samples, for cons@n) together in one engine, and its latency the wall
+    seconds from its start until its answer (the slowest sample's). One problem first as a
+    warm-up, not counted. Returns the point with cons@n as its accuracy (the one sample's
+    correctness when samples is 1), its tokens and its mean latency per problem."""
+    engine = Engine(model, tokenizer, parallel=parallel, limits=limits, max_rows=max(samples, LATENCY_ROWS))
+    engine.run(problems[:1], samples, temperature, seed=seed, budget=budget)
+    results = []
+    for i, problem in enumerate(tqdm(problems, desc="one problem at a time", file=sys.stderr, leave=False)):
+        results += engine.run([problem], samples, temperature, seed=seed + i, budget=budget)
+    point = samples_sweep(results, samples)[-1]
+    point.update(budget=budget, temperature=temperature, problems=len(problems),
+                 correct=[int(bool((v := majority_vote(g)) and v["correct"])) for g in group_samples(results, samples)])
+    return point
+
+
+def latency_curve(model, tokenizer, problems, parallel: bool, conditioned: bool, limits: Limits, seed: int = 0,
+                  progress=print) -> list[dict]:
+    """The points of Figure 6: greedy, then APR at conditioned child budgets or SoS+ cons@n at
+    temperature 1.0 (a conditioned APR model is only run at its budgets)."""
+    if parallel:
+        specs = [(0.0, 1, b) for b in LATENCY_BUDGETS] if conditioned else [(0.0, 1, None)]
+    else:
+        specs = [(0.0, 1, None)] + [(1.0, n, None) for n in LATENCY_SAMPLES]
+    points = []
+    for temperature, samples, budget in specs:
+        point = latency_point(model, tokenizer, problems, parallel, temperature, samples, budget, limits, seed)
+        points.append(point)
+        progress(f"  {latency_label(point)}: accuracy {point['accuracy']:.1%}, {point['latency']:.2f} s per problem, "
+                 f"{point['sequential_tokens']:,.0f} sequential tokens")
+    return points
+
+
+def latency_label(point: dict) -> str:
+    if point["budget"] is not None:
+        return f"{point['budget']} children"
+    return f"cons@{point['samples']}" if point["temperature"] else "greedy"
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and runs
 
@@ -328,7 +378,23 @@ def load_reports(run: str, split: str = "val") -> dict:
             found[key] = read_report(path)
     if "greedy" not in found:
         raise ValueError(f"{run} has no {split} evaluation yet; run `python evaluate.py --ckpt {run}` first")
+    path = os.path.join(run, f"eval_{split}_latency.json")
+    if os.path.exists(path):
+        found["latency"] = read_latency_report(path)
     return found
+
+
+def read_latency_report(path: str) -> dict:
+    """A `--latency` report, checked to hold the points Figure 6 reads; ValueError naming it."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        points = report["latency"]
+        if not all(isinstance(p["accuracy"], float) and isinstance(p["latency"], float) for p in points):
+            raise TypeError("a point without accuracy and latency")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a complete latency report ({error}); rerun `evaluate.py --latency`") from None
+    return report
 
 
 def compare_table(runs: dict) -> str:
@@ -355,6 +421,36 @@ def sweep_points(reports: dict) -> tuple[list, str]:
     """A run's sweep points and what they vary: "budget" (APR children) or "samples" (SoS+ cons@n)."""
     points = reports.get("sweep", {}).get("sweep", [])
     return points, "budget" if points and "budget" in points[0] else "samples"
+
+
+def matched_tokens(apr: list[dict], sosp: list[dict]) -> dict:
+    """Claim 2 at matched compute: the best accuracy of the APR curve and of the SoS+ curve among
+    their points that cost at most `tokens` total tokens per problem, `tokens` being the most that
+    both curves reach (the smaller of their largest totals). A curve with no point that cheap
+    has None."""
+    tokens = min(max(p["total_tokens"] for p in apr), max(p["total_tokens"] for p in sosp))
+
+    def best(points):
+        return max((p for p in points if p["total_tokens"] <= tokens), key=lambda p: p["accuracy"], default=None)
+    return {"tokens": tokens, "apr": best(apr), "sosp": best(sosp)}
+
+
+def matched_lines(runs: dict) -> list[str]:
+    """One line per pair of an APR run with a budget sweep and a SoS+ run with a cons@n sweep."""
+    curves = {run: sweep_points(reports) for run, reports in runs.items()}
+    lines = []
+    for apr_run, (apr, apr_kind) in curves.items():
+        for sosp_run, (sosp, sosp_kind) in curves.items():
+            if apr and sosp and apr_kind == "budget" and sosp_kind == "samples":
+                m = matched_tokens(apr, sosp)
+                a, b = m["apr"], m["sosp"]
+                lines.append(f"at most {m['tokens']:,.0f} total tokens per problem: "
+                             f"{runs[apr_run]['greedy']['method']} ({apr_run}) best "
+                             + (f"{a['accuracy']:.1%} ({a['budget']} children, {a['total_tokens']:,.0f} tokens)"
+                                if a else "none") + f", {runs[sosp_run]['greedy']['method']} ({sosp_run}) best "
+                             + (f"{b['accuracy']:.1%} (cons@{b['samples']}, {b['total_tokens']:,.0f} tokens)"
+                                if b else "none"))
+    return lines
 
 
 def figure_4a(ax, runs: dict) -> None:
@@ -398,16 +494,22 @@ def figure_5(ax, runs: dict) -> None:
 
 
 def figure_6(axes, runs: dict) -> None:
-    """Accuracy against sequential tokens and against latency."""
+    """Accuracy against sequential tokens (the sweep, batched) and against latency (each problem
+    decoded alone, `--latency`)."""
     for reports in runs.values():
         points, _ = sweep_points(reports)
         m, method = reports["greedy"]["metrics"], reports["greedy"]["method"]
-        for ax, key in zip(axes, ("sequential_tokens", "latency")):
-            if points:
-                ax.plot([p[key] for p in points], [100 * p["accuracy"] for p in points], marker="o", label=method)
-            ax.scatter([m[key]], [100 * m["accuracy"]], marker="*", s=120, label=f"{method} greedy")
+        if points:
+            axes[0].plot([p["sequential_tokens"] for p in points], [100 * p["accuracy"] for p in points], marker="o",
+                         label=method)
+        axes[0].scatter([m["sequential_tokens"]], [100 * m["accuracy"]], marker="*", s=120, label=f"{method} greedy")
+        curve = reports.get("latency", {}).get("latency", [])
+        if curve:
+            axes[1].plot([p["latency"] for p in curve], [100 * p["accuracy"] for p in curve], marker="o", label=method)
+            for p in curve:
+                axes[1].annotate(latency_label(p), (p["latency"], 100 * p["accuracy"]), fontsize=6)
     axes[0].set(xlabel="sequential tokens per problem", ylabel="accuracy (%)", title="Fig. 6a")
-    axes[1].set(xlabel="latency per problem (s, batched)", ylabel="accuracy (%)", title="Fig. 6b")
+    axes[1].set(xlabel="latency per problem (s, one problem at a time)", ylabel="accuracy (%)", title="Fig. 6b")
 
 
 def plot_figures(runs: dict, out_dir: str) -> list[str]:
@@ -424,7 +526,9 @@ def plot_figures(runs: dict, out_dir: str) -> list[str]:
                                 ("fig5_runs.png", figure_5, 1), ("fig6_sequential_latency.png", figure_6, 2)):
         fig, axes = plt.subplots(1, columns, figsize=(5 if columns == 1 else 9, 4))
         draw(axes, runs)
-        (axes if columns == 1 else axes[0]).legend(fontsize=7)
+        for ax in ([axes] if columns == 1 else axes):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         path = os.path.join(out_dir, name)
         fig.tight_layout()
         fig.savefig(path + ".tmp.png", dpi=120)  # written whole, then renamed
@@ -437,6 +541,9 @@ def plot_figures(runs: dict, out_dir: str) -> list[str]:
 def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) -> int:
     runs = {run: load_reports(run, split) for run in run_dirs}
     table = compare_table(runs)
+    matched = matched_lines(runs)
+    if matched:
+        table += "\n\n" + "\n".join(f"- {line}" for line in matched)
     countdown.ensure_folder(out_dir)
     out(table)
     countdown.write_atomically(os.path.join(out_dir, "table.md"), [table + "\n"])
@@ -487,6 +594,9 @@ def main(argv=None) -> int:
     parser.add_argument("--context", type=int, help="per-thread context limit W (default: the model's)")
     parser.add_argument("--sweep", action="store_true",
                         help="APR: every child budget 0..10 (needs --conditioning); SoS+: cons@1..8 at temperature 1.0")
+    parser.add_argument("--latency", action="store_true",
+                        help="latency as a user sees it: each problem decoded alone (Figure 6), greedy and at "
+                             f"APR child budgets or SoS+ cons@n; {LATENCY_PROBLEMS} problems unless --n")
     parser.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put side by side")
     parser.add_argument("--paired", nargs="+", metavar="RUN",
                         help="evaluated run folders, the base first: how each later run moved the base's "
@@ -526,7 +636,7 @@ def run_evaluation(args) -> int:
                          f"drop --budget/--sweep or train with --conditioning")
     if args.context is not None and not 0 < args.context <= model.config.context:
         raise ValueError(f"--context {args.context} must be in 1..{model.config.context}, the model's context")
-    n = args.n or facts["n_val"]
+    n = args.n or (LATENCY_PROBLEMS if args.latency else facts["n_val"])
     if args.problems:
         problems = countdown.read_problems(args.problems)[:n]
         source = args.problems
@@ -541,6 +651,8 @@ def run_evaluation(args) -> int:
               "stage": facts["stage"], "split": args.split, "problems_file": source, "temperature": args.temperature,
               "samples": args.samples, "budget": args.budget, "context": context}
     print(f"evaluating {ckpt} ({facts['method']}) on {len(problems)} problems from {source}", file=sys.stderr)
+    if args.latency:
+        return run_latency(report, model, tokenizer, problems, parallel, facts["conditioning"], limits, args)
     report["metrics"] = evaluate(model, tokenizer, problems, parallel, args.temperature, args.samples, args.budget,
                                  limits, args.max_rows, args.seed, windows)
     print_report(report)
@@ -550,6 +662,32 @@ def run_evaluation(args) -> int:
                                 args.max_rows, args.seed)
     name = report_name(args.split, args.temperature, args.samples, args.budget, args.context, args.sweep)
     out = os.path.join(run_dir, name)
+    countdown.write_atomically(out, [json.dumps(report, indent=2)])
+    print(f"wrote {out}")
+    return 0
+
+
+def device_name(device) -> str:
+    """What a latency was measured on, e.g. "cpu (AMD EPYC, 2 threads)": latencies are the machine's."""
+    import torch
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    model_name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model_name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                              model_name)
+    except OSError:
+        pass
+    return f"{device.type} ({model_name}, {torch.get_num_threads()} threads)"
+
+
+def run_latency(report: dict, model, tokenizer, problems, parallel: bool, conditioned: bool, limits, args) -> int:
+    """`--latency`: the points of Figure 6, written to <run>/eval_<split>_latency.json."""
+    print(f"latency, one problem at a time on {device_name(next(model.parameters()).device)}:")
+    report.update(device=device_name(next(model.parameters()).device), latency=latency_curve(model, tokenizer, problems, parallel,
+                                                                          conditioned, limits, args.seed))
+    out = os.path.join(report["run"], f"eval_{args.split}_latency.json")
     countdown.write_atomically(out, [json.dumps(report, indent=2)])
     print(f"wrote {out}")
     return 0

@@ -4,6 +4,7 @@ trees and results, the command line on a tiny random checkpoint, figures, and ba
 import builtins
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -219,11 +220,63 @@ def test_cli_sosp_samples_and_sweep(tmp_path):
     assert [p["samples"] for p in sweep] == list(range(1, E.SOSP_SAMPLES + 1))
 
 
+def test_latency_decodes_each_problem_alone_and_times_it_until_its_answer(tmp_path, monkeypatch):
+    """The definition of Figure 6's latency: one engine call per problem (after one warm-up call
+    that is not counted), all of its samples in that call, and the point's latency the mean over
+    problems of the slowest sample's seconds from the call's start, which the call's own wall time
+    bounds."""
+    run_dir = tiny_run(tmp_path, mode="sosp", conditioning=False)
+    model, tok, _ = M.load_checkpoint(str(run_dir), "cpu")
+    problems = countdown.read_problems(str(next((tmp_path / "data").rglob("val_6.jsonl"))))[:3]
+    calls, run = [], E.Engine.run
+
+    def timed_run(engine, batch, samples=1, *args, **kwargs):
+        start = time.perf_counter()
+        results = run(engine, batch, samples, *args, **kwargs)
+        calls.append((batch, samples, results, time.perf_counter() - start))
+        return results
+    monkeypatch.setattr(E.Engine, "run", timed_run)
+    point = E.latency_point(model, tok, problems, parallel=False, temperature=1.0, samples=2)
+    counted = calls[1:]  # the first call is the warm-up
+    assert [batch for batch, _, _, _ in counted] == [[p] for p in problems]
+    assert all(samples == 2 and len(results) == 2 for _, samples, results, _ in counted)
+    slowest = [max(r["latency"] for r in results) for _, _, results, _ in counted]
+    assert all(0 < s <= wall for s, (_, _, _, wall) in zip(slowest, counted))
+    assert point["latency"] == pytest.approx(sum(slowest) / len(problems))
+    groups = [results for _, _, results, _ in counted]
+    assert point["accuracy"] == E.cons_at_n(groups) and point["problems"] == 3
+    assert point["total_tokens"] == pytest.approx(sum(r["total_tokens"] for g in groups for r in g) / 3)
+
+
+def test_matched_tokens_takes_each_curves_best_within_the_total_both_reach():
+    apr = [{"budget": b, "total_tokens": t, "accuracy": a} for b, t, a in ((1, 500, 0.3), (4, 900, 0.5), (8, 2000, 0.6))]
+    sosp = [{"samples": n, "total_tokens": t, "accuracy": a} for n, t, a in ((1, 400, 0.2), (2, 800, 0.35), (4, 1600, 0.3))]
+    m = E.matched_tokens(apr, sosp)
+    assert m["tokens"] == 1600  # SoS+'s largest total, below APR's 2,000
+    assert m["apr"]["budget"] == 4 and m["sosp"]["samples"] == 2  # the best within 1,600, not the last point
+    assert E.matched_tokens(apr[2:], sosp[:1])["apr"] is None  # APR's only point costs more than SoS+ reaches
+
+
+def test_cli_latency_writes_figure_6s_points(tmp_path):
+    sosp = tiny_run(tmp_path, mode="sosp", conditioning=False, name="sosp")
+    assert E.main(["--ckpt", str(sosp), "--latency", "--n", "2"]) == 0
+    report = json.loads((sosp / "eval_val_latency.json").read_text())
+    labels = [E.latency_label(p) for p in report["latency"]]
+    assert labels == ["greedy"] + [f"cons@{n}" for n in E.LATENCY_SAMPLES]
+    assert all(p["problems"] == 2 and p["latency"] > 0 for p in report["latency"])
+    assert report["device"].startswith("cpu (")
+    apr = tiny_run(tmp_path, mode="apr", conditioning=True, name="apr")
+    assert E.main(["--ckpt", str(apr), "--latency", "--n", "1"]) == 0
+    budgets = [p["budget"] for p in json.loads((apr / "eval_val_latency.json").read_text())["latency"]]
+    assert budgets == list(E.LATENCY_BUDGETS)
+
+
 def compared_runs(tmp_path):
     runs = [tiny_run(tmp_path, "sosp", False, "sosp"), tiny_run(tmp_path, "apr", True, "apr")]
     for run_dir in runs:
         assert E.main(["--ckpt", str(run_dir), "--n", "2"]) == 0
-    assert E.main(["--ckpt", str(runs[1]), "--n", "2", "--sweep"]) == 0
+        assert E.main(["--ckpt", str(run_dir), "--n", "2", "--sweep"]) == 0
+        assert E.main(["--ckpt", str(run_dir), "--n", "1", "--latency"]) == 0
     return [str(r) for r in runs]
 
 
@@ -234,6 +287,7 @@ def test_compare_draws_the_figures_when_matplotlib_is_present(tmp_path, capsys):
     assert E.main(["--compare", *runs, "--out", str(out)]) == 0
     table = (out / "table.md").read_text()
     assert "| SoS+ |" in table and "| APR |" in table and "57.3%" in table and "75.5%" in table
+    assert "total tokens per problem: APR" in table  # the matched-compute line of the two sweeps
     from matplotlib.image import imread
     sizes = {"fig4a_total_tokens.png": (480, 600), "fig4b_context_window.png": (480, 600),
              "fig5_runs.png": (480, 600), "fig6_sequential_latency.png": (480, 1080)}  # inches x 120 dpi
