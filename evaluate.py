@@ -6,6 +6,7 @@ paper's figures drawn from our own runs.
     python evaluate.py --ckpt out/sft_apr_tiny                      # greedy, the run's val split
     python evaluate.py --ckpt out/sft_sosp_tiny --samples 8 --temperature 1.0   # cons@8, pass@8
     python evaluate.py --ckpt out/sft_apr_tiny --sweep              # APR: 0..10 conditioned children
+    python evaluate.py --ckpt out/sft_apr_tiny --latency            # Figure 6: one problem at a time
     python evaluate.py --compare out/sft_sosp_tiny out/sft_apr_tiny # table + figures of several runs
     python evaluate.py --paired out/sft_apr_tiny out/rl_apr_a out/rl_apr_b  # runs vs their base, paired
 
@@ -22,7 +23,8 @@ The metrics, all per problem and averaged (docs/how-it-works.md has the details)
 - cons@n: majority vote over the answers of n samples (rollouts without an answer are dropped;
   a tie goes to the answer that appeared first); pass@n: any of n samples is correct;
 - latency: wall-clock seconds from the start of a batch until the rollout's root thread ends.
-  Problems decode together in batches, so compare latencies of runs with the same batch size.
+  Problems decode together in batches, so compare latencies of runs with the same batch size;
+  `--latency` measures it as a user sees it, each problem decoded alone (Figure 6).
 
 `evaluate()` is the one implementation; the training scripts import it for their periodic checks
 and the command line is a thin wrapper around it.

@@ -77,6 +77,7 @@ class RLConfig:
     eval_every: int = 10           # steps between validation checks
     eval_problems: int = 200       # validation problems decoded greedily at each check (first and last: all)
     skip_uniform_groups: bool = False  # train no sequence of zero advantage (see `sequences_to_train`)
+    draws: int = 1                 # batches of problems drawn at most per step; above 1: dynamic sampling (`fill_batch`)
 
 
 RL_PRESETS = {
@@ -199,10 +200,37 @@ def learning_rate(step: int, cfg: RLConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
 
 
-def step_problems(problems: list[dict], step: int, count: int, seed: int) -> list[dict]:
-    """The prompts of one step: a pure function of (seed, step), so a resumed run draws the same."""
-    rng = random.Random(f"rl:{seed}:{step}")
+def step_problems(problems: list[dict], step: int, count: int, seed: int, draw: int = 0) -> list[dict]:
+    """The prompts of one step's `draw`-th batch: a pure function of (seed, step, draw), so a
+    resumed run draws the same."""
+    rng = random.Random(f"rl:{seed}:{step}" + (f":{draw}" if draw else ""))
     return [problems[i] for i in rng.sample(range(len(problems)), count)]
+
+
+def fill_batch(draw, prompts: int, group: int, draws: int):
+    """Dynamic sampling (DAPO): a group whose rollouts all got the same reward has no advantage
+    and teaches nothing, so draw batches of problems and keep only groups whose rewards differ,
+    until `prompts` of them or `draws` batches. `draw(k)` rolls out the k-th batch (`group`
+    rollouts per problem, in order) and returns (results, rewards). With draws=1 the first batch
+    is the step's, as drawn; if no group differs in any batch, the last one stands (all zero
+    advantage). Returns (kept results, kept rewards, every drawn result, every drawn reward)."""
+    kept, kept_rewards, drawn, drawn_rewards = [], [], [], []
+    for k in range(draws):
+        results, rewards = draw(k)
+        drawn += results
+        drawn_rewards.append(rewards)
+        if draws == 1:
+            return results, rewards, drawn, rewards
+        for g in range(0, len(results), group):
+            r = rewards[g:g + group]
+            if len(kept) < prompts * group and bool(r.min() != r.max()):
+                kept += results[g:g + group]
+                kept_rewards.append(r)
+        if len(kept) == prompts * group:
+            break
+    if not kept:
+        return results, rewards, drawn, torch.cat(drawn_rewards)
+    return kept, torch.cat(kept_rewards), drawn, torch.cat(drawn_rewards)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-val", type=int, help="validation problems at the first and last check (default: the SFT run's)")
     parser.add_argument("--skip-uniform-groups", action=argparse.BooleanOptionalAction, default=None,
                         help="train only sequences of non-zero advantage (the tiny preset does; the paper's does not)")
+    parser.add_argument("--draws", type=int,
+                        help="dynamic sampling: draw up to this many batches of problems per step, keeping only "
+                             "groups whose rewards differ until the batch is full (default 1: off)")
     parser.add_argument("--same-prompts", action="store_true",
                         help="a check, not training: every step draws the first step's prompts, so the "
                              "sampled reward on them must climb if the gradient is right")
@@ -251,10 +282,10 @@ def rl_config(args) -> RLConfig:
     if args.preset not in RL_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(RL_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "warmup", "temperature",
-                                                "beta", "eval_every", "eval_problems", "skip_uniform_groups")
+                                                "beta", "eval_every", "eval_problems", "skip_uniform_groups", "draws")
                  if getattr(args, k) is not None}
     cfg = replace(RL_PRESETS[args.preset], **overrides)
-    for name in ("steps", "prompts", "group", "inner", "micro_tokens", "max_rows"):
+    for name in ("steps", "prompts", "group", "inner", "micro_tokens", "max_rows", "draws"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
     for name in ("warmup", "eval_every", "eval_problems"):
@@ -303,15 +334,19 @@ def setup(args, cfg: RLConfig, device, log) -> dict:
 
 
 def roll_out(engine: Engine, run: dict, cfg: RLConfig, args, step: int, rank: int, world: int):
-    """This rank's share of the step's prompts, `group` rollouts each, scored by the verifier:
-    (rollout results, rewards, training sequences)."""
+    """This rank's share of the step's prompts, `group` rollouts each, scored by the verifier and
+    filled by dynamic sampling when `cfg.draws` > 1: (kept results, their rewards, training
+    sequences, every drawn result, every drawn reward)."""
     local = cfg.prompts // world
-    drawn = step_problems(run["train"], 0 if args.same_prompts else step, cfg.prompts, args.seed)
-    problems = drawn[rank * local:(rank + 1) * local]
-    results = engine.run(problems, samples=cfg.group, temperature=cfg.temperature,
-                         seed=(args.seed * 1_000_003 + step) * 1009 + rank)
-    rewards = torch.tensor([countdown.reward(r["nums"], r["target"], r["text"]) for r in results])
-    return results, rewards, rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
+
+    def draw(k):
+        drawn = step_problems(run["train"], 0 if args.same_prompts else step, cfg.prompts, args.seed, k)
+        results = engine.run(drawn[rank * local:(rank + 1) * local], samples=cfg.group, temperature=cfg.temperature,
+                             seed=(args.seed * 1_000_003 + step) * 1009 + rank + k * 1_000_000_007)
+        return results, torch.tensor([countdown.reward(r["nums"], r["target"], r["text"]) for r in results])
+    results, rewards, drawn, drawn_rewards = fill_batch(draw, local, cfg.group, cfg.draws)
+    sequences = rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
+    return results, rewards, sequences, drawn, drawn_rewards
 
 
 def rollout_means(results: list[dict], rewards: torch.Tensor, world: int, device) -> dict:
@@ -388,13 +423,16 @@ def describe(m: dict) -> str:
 def describe_config(cfg: RLConfig, run: dict) -> str:
     return (f"{cfg.prompts} prompts x {cfg.group} rollouts per step, {cfg.steps} steps, lr {cfg.lr:g} "
             f"(warmup {cfg.warmup}), temperature {cfg.temperature:g}, beta {run['beta']:g}, {run['inner']} inner "
-            f"step(s){'; zero-advantage sequences skipped' if cfg.skip_uniform_groups else ''}")
+            f"step(s){'; zero-advantage sequences skipped' if cfg.skip_uniform_groups else ''}"
+            + (f"; dynamic sampling, up to {cfg.draws} batches per step" if cfg.draws > 1 else ""))
 
 
 def describe_step(entry: dict, steps: int, eta_minutes: float) -> str:
+    kept, drawn = entry["groups_kept"], entry["groups_drawn"]
     return (f"step {entry['step']}/{steps} | reward {entry['reward']:.3f} | kl {entry['kl']:.4f} | "
             f"clipped {entry['clipped']:.1%} | trained {entry['trained_sequences']}/{entry['sequences']} | "
-            f"children {entry['children']:.2f} | tokens {entry['total_tokens']:,.0f} | "
+            + (f"groups kept {kept}/{drawn} | " if drawn > kept else "")
+            + f"children {entry['children']:.2f} | tokens {entry['total_tokens']:,.0f} | "
             f"rollouts {entry['rollout_seconds']:.0f} s, training {entry['train_seconds']:.0f} s | "
             f"ETA {eta_minutes:.1f} min")
 
@@ -437,13 +475,15 @@ def train(args) -> int:
     started, first_step = time.time(), step
     while step < cfg.steps:
         began = time.time()
-        results, rewards, sequences = roll_out(engine, run, cfg, args, step, rank, world)
+        results, rewards, sequences, drawn, drawn_rewards = roll_out(engine, run, cfg, args, step, rank, world)
         rollout_seconds, began = time.time() - began, time.time()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
         stats = update(run, ddp_model, optimizer, sequences, cfg, args.algo, world, device)
         step += 1
-        steps_log.append({"step": step, **rollout_means(results, rewards, world, device), **stats,
+        # the reward, children and tokens of every rollout drawn: the policy's, not the kept groups'
+        steps_log.append({"step": step, **rollout_means(drawn, drawn_rewards, world, device), **stats,
+                          "groups_drawn": len(drawn) // cfg.group, "groups_kept": len(results) // cfg.group,
                           "rollout_seconds": rollout_seconds, "train_seconds": time.time() - began})
         if not args.quiet and master:
             eta = (time.time() - started) / (step - first_step) * (cfg.steps - step)

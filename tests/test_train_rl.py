@@ -253,10 +253,10 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, sft_runs, monkeypatch)
     assert train_rl.main(args + ["--out", str(tmp_path / "straight")]) == 0
     real = train_rl.step_problems
 
-    def killed_in_step_3(problems, step, count, seed):
+    def killed_in_step_3(problems, step, count, seed, draw=0):
         if step == 2:
             raise KeyboardInterrupt
-        return real(problems, step, count, seed)
+        return real(problems, step, count, seed, draw)
     monkeypatch.setattr(train_rl, "step_problems", killed_in_step_3)
     with pytest.raises(KeyboardInterrupt):
         train_rl.main(args + ["--out", str(tmp_path / "killed")])
@@ -275,9 +275,9 @@ def test_same_prompts_draws_the_first_steps_prompts_at_every_step(tmp_path, sft_
     drawn_for = []
     real = train_rl.step_problems
 
-    def recording(problems, step, count, seed):
+    def recording(problems, step, count, seed, draw=0):
         drawn_for.append(step)
-        return real(problems, step, count, seed)
+        return real(problems, step, count, seed, draw)
     monkeypatch.setattr(train_rl, "step_problems", recording)
     args = RL_RUN + ["--init", str(sft_runs / "sosp"), "--steps", "3", "--eval-problems", "0", "--n-val", "2"]
     assert train_rl.main(args + ["--out", str(tmp_path / "same"), "--same-prompts"]) == 0
@@ -287,8 +287,45 @@ def test_same_prompts_draws_the_first_steps_prompts_at_every_step(tmp_path, sft_
     assert drawn_for == [0, 1, 2]
 
 
+def test_dynamic_sampling_keeps_groups_whose_rewards_differ_until_the_batch_is_full():
+    """Groups of 2, batches of 2 problems: the first batch holds one informative group, the
+    second two, so the batch fills from the second batch's first group and no third is drawn."""
+    batches = [[1, 1, 0, 1], [1, 0, 0.5, 0.25], [0, 1, 1, 0]]
+    asked = []
+
+    def draw(k):
+        asked.append(k)
+        return [f"b{k}r{i}" for i in range(4)], torch.tensor(batches[k], dtype=torch.float)
+    results, rewards, drawn, drawn_rewards = train_rl.fill_batch(draw, prompts=2, group=2, draws=3)
+    assert asked == [0, 1]
+    assert results == ["b0r2", "b0r3", "b1r0", "b1r1"] and rewards.tolist() == [0, 1, 1, 0]
+    assert len(drawn) == 8 and drawn_rewards.tolist() == batches[0] + batches[1]
+    # one draw: the batch as drawn, uniform groups included
+    asked.clear()
+    results, rewards, _, _ = train_rl.fill_batch(draw, prompts=2, group=2, draws=1)
+    assert asked == [0] and rewards.tolist() == batches[0]
+
+
+def test_dynamic_sampling_stands_by_the_last_batch_when_no_group_differs():
+    def draw(k):
+        return [f"b{k}r{i}" for i in range(4)], torch.zeros(4)
+    results, rewards, drawn, _ = train_rl.fill_batch(draw, prompts=2, group=2, draws=3)
+    assert results == ["b2r0", "b2r1", "b2r2", "b2r3"] and len(drawn) == 12
+
+
+def test_a_run_with_dynamic_sampling_logs_the_groups_it_drew_and_kept(tmp_path, sft_runs):
+    """A two-step SFT model solves nothing, so every group is uniform: each step draws its two
+    batches and trains on the last."""
+    out = tmp_path / "rl"
+    assert train_rl.main(RL_RUN + ["--init", str(sft_runs / "apr"), "--steps", "2", "--draws", "2",
+                                   "--eval-problems", "0", "--out", str(out)]) == 0
+    steps = json.loads((out / "run.json").read_text())["steps"]
+    assert [(s["groups_drawn"], s["groups_kept"]) for s in steps] == [(4, 2), (4, 2)]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--group", "1"], "GRPO needs --group of at least 2"),
+    (["--draws", "0"], "--draws must be at least 1"),
     (["--preset", "huge"], "unknown --preset"),
     (["--resume"], "no checkpoint"),
 ])
@@ -329,7 +366,7 @@ def test_two_process_gloo_run_agrees_with_one_process_on_both_ranks_rollouts(tmp
 
     def both_ranks(engine, run, cfg, args, step, rank, world):
         halves = [real(engine, run, cfg, args, step, r, 2) for r in (0, 1)]
-        return (halves[0][0] + halves[1][0], torch.cat([halves[0][1], halves[1][1]]), halves[0][2] + halves[1][2])
+        return tuple(torch.cat([a, b]) if torch.is_tensor(a) else a + b for a, b in zip(*halves))
     monkeypatch.setattr(train_rl, "roll_out", both_ranks)
     assert train_rl.main([*args, "--out", str(tmp_path / "single")]) == 0
 
