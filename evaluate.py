@@ -373,8 +373,9 @@ def read_report(path: str) -> dict:
 def load_reports(run: str, split: str = "val") -> dict:
     """The evaluation files of one run folder: greedy, temperature 1.0 and sweep, where present."""
     found = {}
+    # a sweep at temperature 1.0 (the paper's) stands before one at the run's own temperature
     for key, name in (("greedy", f"eval_{split}.json"), ("temperature 1.0", f"eval_{split}_t1.json"),
-                      ("sweep", f"eval_{split}_sweep.json")):
+                      ("sweep", f"eval_{split}_sweep.json"), ("sweep", f"eval_{split}_t1_sweep.json")):
         path = os.path.join(run, name)
         if os.path.exists(path):
             found[key] = read_report(path)

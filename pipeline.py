@@ -8,9 +8,13 @@ Each stage is the command a user would type (`python train_sft.py --mode apr --p
 run in this process and printed before it runs:
 
 1. SFT of SoS+, then RL from it; SFT of APR, then RL from it (`train_sft.py`, `train_rl.py`);
-2. greedy evaluation of the four models on the validation problems (`evaluate.py --ckpt`);
+2. greedy evaluation of the four models on the validation and the test problems (`evaluate.py
+   --ckpt`), the SFT models' compute sweeps at temperature 1.0 (`--sweep`: SoS+ cons@1..8, APR
+   child budgets when trained with `--conditioning`) and their latency, one problem at a time
+   (`--latency`);
 3. the comparison table beside the paper's numbers and the figures (`evaluate.py --compare`),
-   then the paired leads: APR over SoS+ after SFT and after RL, and RL's effect on each.
+   the test split's table, then the paired leads on both splits: APR over SoS+ after SFT and
+   after RL, and RL's effect on each.
 
 A stage whose run folder holds a finished run (`run.json`) made by the stage's command as it
 stands is skipped, and one with only a checkpoint resumes, so the same command continues a
@@ -37,12 +41,15 @@ import train_sft
 # Each stage's arguments on top of the preset. The training scripts' own greedy checks are cut
 # short here because the evaluation stage measures every run on all validation problems anyway.
 # `smoke` is the tiny preset cut to a few steps on a few problems, to check that the stages fit.
+# `sweep` and `latency` are the problems of the SFT models' compute sweep (Figure 4a) and latency
+# curve (Figure 6).
 PIPELINES = {
-    "tiny": {"preset": "tiny", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"]},
+    "tiny": {"preset": "tiny", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"], "sweep": 200, "latency": 100},
     "smoke": {"preset": "tiny",
               "sft": ["--eval-problems", "0", "--steps", "3", "--n-train", "200", "--n-val", "12", "--n-layer", "1",
                       "--no-compile", "--quiet"],
-              "rl": ["--steps", "1", "--prompts", "4", "--group", "2", "--n-val", "4", "--quiet"]},
+              "rl": ["--steps", "1", "--prompts", "4", "--group", "2", "--n-val", "4", "--quiet"],
+              "sweep": 2, "latency": 1},
 }
 SCRIPTS = {"train_sft": train_sft, "train_rl": train_rl}
 RUNS = ("sft_sosp", "sft_apr", "rl_sosp", "rl_apr")
@@ -113,33 +120,57 @@ def train_all(name: str, root: str, data_dir: str, out=print) -> dict:
     return seconds
 
 
-def evaluate_all(run_dirs: list[str], out=print) -> dict:
-    """Greedy evaluation of every run whose report is missing or older than its checkpoint."""
+def evaluations(name: str, run_dirs: list[str]) -> list[tuple]:
+    """(run folder, evaluate.py argv, the report it writes) of every evaluation, in order: each
+    run greedily on the validation and on the test split (which nothing is chosen on), then the
+    SFT models' sweeps at temperature 1.0 (SoS+ cons@n; APR child budgets where it was trained
+    with conditioning) and their latency curves."""
+    spec = PIPELINES[name]
+    jobs = []
+    for split in ("val", "test"):
+        jobs += [(d, ["--split", split], f"eval_{split}.json") for d in run_dirs]
+    for d in run_dirs:
+        if os.path.basename(d) == "sft_sosp" or (os.path.basename(d) == "sft_apr" and conditioned(d)):
+            jobs.append((d, ["--sweep", "--temperature", "1", "--n", str(spec["sweep"])], "eval_val_t1_sweep.json"))
+    for d in run_dirs:
+        if os.path.basename(d).startswith("sft_"):
+            jobs.append((d, ["--latency", "--n", str(spec["latency"])], "eval_val_latency.json"))
+    return jobs
+
+
+def conditioned(run_dir: str) -> bool:
+    with open(os.path.join(run_dir, "run.json")) as f:
+        return bool(json.load(f)["args"].get("conditioning"))
+
+
+def evaluate_all(name: str, run_dirs: list[str], out=print) -> dict:
+    """Every evaluation whose report is missing or older than its checkpoint."""
     seconds = {}
-    for run_dir in run_dirs:
-        report = os.path.join(run_dir, evaluate.report_name("val", 0.0, 1, None, None, False))
+    for run_dir, argv, report_file in evaluations(name, run_dirs):
+        report = os.path.join(run_dir, report_file)
+        command = " ".join(["--ckpt", run_dir, *argv])
         if os.path.exists(report) and os.path.getmtime(report) > os.path.getmtime(M.checkpoint_path(run_dir)):
-            out(f"== evaluation of {run_dir}: done before, skipped")
+            out(f"== evaluation {command}: done before, skipped")
             continue
-        out(f"== evaluation: python evaluate.py --ckpt {run_dir}")
+        out(f"== evaluation: python evaluate.py {command}")
         began = time.time()
-        if evaluate.main(["--ckpt", run_dir]):
-            raise ValueError(f"the evaluation of {run_dir} failed")
-        seconds[f"evaluation {os.path.basename(run_dir)}"] = time.time() - began
+        if evaluate.main(["--ckpt", run_dir, *argv]):
+            raise ValueError(f"the evaluation `python evaluate.py {command}` failed")
+        seconds[f"evaluation {os.path.basename(run_dir)} {' '.join(argv)}"] = time.time() - began
     return seconds
 
 
-def leads(run_dirs: list[str]) -> str:
+def leads(run_dirs: list[str], split: str = "val") -> str:
     """The paper's claims at this scale, in points of greedy accuracy at the same window: APR over
     SoS+ after SFT and after RL, and RL's effect on each method, paired on the same problems."""
-    greedy = {os.path.basename(d): evaluate.load_reports(d)["greedy"]["metrics"] for d in run_dirs}
+    greedy = {os.path.basename(d): evaluate.load_reports(d, split)["greedy"]["metrics"] for d in run_dirs}
     accuracy = {run: 100 * m["accuracy"] for run, m in greedy.items()}
 
     def rl_change(mode):
         change = evaluate.paired_change(greedy[f"sft_{mode}"]["correct"], greedy[f"rl_{mode}"]["correct"])
         return (f"{accuracy[f'rl_{mode}'] - accuracy[f'sft_{mode}']:+.1f} "
                 f"(+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g})")
-    return (f"APR - SoS+: {accuracy['sft_apr'] - accuracy['sft_sosp']:+.1f} points after SFT, "
+    return (f"{split}: APR - SoS+: {accuracy['sft_apr'] - accuracy['sft_sosp']:+.1f} points after SFT, "
             f"{accuracy['rl_apr'] - accuracy['rl_sosp']:+.1f} after RL; RL on APR: {rl_change('apr')}, "
             f"on SoS+: {rl_change('sosp')}")
 
@@ -152,10 +183,15 @@ def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=prin
     began = time.time()
     seconds = train_all(name, root, data_dir, out)
     run_dirs = [os.path.join(root, run) for run in RUNS]
-    seconds.update(evaluate_all(run_dirs, out))
+    seconds.update(evaluate_all(name, run_dirs, out))
     out(f"== comparison -> {os.path.join(root, 'compare')}")
     evaluate.compare(run_dirs, os.path.join(root, "compare"), out=out)
-    out(leads(run_dirs))
+    out("== the test split, greedy (no choice was made on it)")
+    test_table = evaluate.compare_table({d: evaluate.load_reports(d, "test") for d in run_dirs})
+    out(test_table)
+    countdown.write_atomically(os.path.join(root, "compare", "table_test.md"), [test_table + "\n"])
+    for split in ("val", "test"):
+        out(leads(run_dirs, split))
     for stage, s in seconds.items():
         out(f"{stage:>24}: {s / 60:5.1f} min")
     out(f"pipeline {name}: {(time.time() - began) / 60:.1f} min in this call ({len(seconds)} stages ran)")
