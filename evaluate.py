@@ -120,9 +120,15 @@ def majority_vote(results: list[dict]) -> dict | None:
     return results[keys.index(winner)]
 
 
+def vote_is_correct(group: list[dict]) -> bool:
+    """Whether the majority answer of one problem's samples is correct."""
+    winner = majority_vote(group)
+    return bool(winner and winner["correct"])
+
+
 def cons_at_n(groups: list[list[dict]]) -> float:
     """Share of problems whose majority answer is correct; `groups` holds each problem's samples."""
-    return sum(bool((v := majority_vote(g)) and v["correct"]) for g in groups) / max(1, len(groups))
+    return sum(map(vote_is_correct, groups)) / max(1, len(groups))
 
 
 def pass_at_n(groups: list[list[dict]]) -> float:
@@ -264,7 +270,7 @@ def latency_point(model, tokenizer, problems, parallel: bool, temperature: float
         results += engine.run([problem], samples, temperature, seed=seed + i, budget=budget)
     point = samples_sweep(results, samples)[-1]
     point.update(budget=budget, temperature=temperature, problems=len(problems),
-                 correct=[int(bool((v := majority_vote(g)) and v["correct"])) for g in group_samples(results, samples)])
+                 correct=[int(vote_is_correct(g)) for g in group_samples(results, samples)])
     return point
 
 
@@ -687,9 +693,10 @@ def device_name(device) -> str:
 
 def run_latency(report: dict, model, tokenizer, problems, parallel: bool, conditioned: bool, limits, args) -> int:
     """`--latency`: the points of Figure 6, written to <run>/eval_<split>_latency.json."""
-    print(f"latency, one problem at a time on {device_name(next(model.parameters()).device)}:")
-    report.update(device=device_name(next(model.parameters()).device), latency=latency_curve(model, tokenizer, problems, parallel,
-                                                                          conditioned, limits, args.seed))
+    device = device_name(next(model.parameters()).device)
+    print(f"latency, one problem at a time on {device}:")
+    report.update(device=device, latency=latency_curve(model, tokenizer, problems, parallel, conditioned, limits,
+                                                       args.seed))
     out = os.path.join(report["run"], f"eval_{args.split}_latency.json")
     countdown.write_atomically(out, [json.dumps(report, indent=2)])
     print(f"wrote {out}")

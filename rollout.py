@@ -279,7 +279,7 @@ class Engine:
         if len(decoding) == len(batch):  # the common step: every row feeds its last token
             return self._feed(decoding)
         out_of = {}
-        for group in (decoding, prefilling):
+        for group in (decoding, *self._prefill_passes(prefilling)):
             if group:
                 for t, logits in zip(group, self._feed(group)):
                     out_of[id(t)] = logits
@@ -287,6 +287,18 @@ class Engine:
             if id(t) not in out_of:  # a fork: its prompt's logits came from the row it copied
                 out_of[id(t)], t.last_logits = t.last_logits, None
         return torch.stack([out_of[id(t)] for t in batch])
+
+    def _prefill_passes(self, prefilling: list[Thread]) -> list[list[Thread]]:
+        """The prefilling threads in passes whose right padding fits every row's cache (a pass
+        writes its full width into each row): a row near the end of its window cannot take a
+        long join block's padding, so it goes in a pass of its own."""
+        if not prefilling:
+            return []
+        width = max(len(t.pending) for t in prefilling)
+        fits, alone = [], []
+        for t in prefilling:
+            (fits if int(self.cache.lengths[t.row]) + width <= self.cache.max_len else alone).append(t)
+        return [fits] + [[t] for t in alone]
 
     def _feed(self, group: list[Thread]):
         """One forward pass over the pending tokens of `group` (right-padded), logits (B, V)."""

@@ -77,7 +77,7 @@ class RLConfig:
     eval_every: int = 10           # steps between validation checks
     eval_problems: int = 200       # validation problems decoded greedily at each check (first and last: all)
     skip_uniform_groups: bool = False  # train no sequence of zero advantage (see `sequences_to_train`)
-    draws: int = 1                 # batches of problems drawn at most per step; above 1: dynamic sampling (`fill_batch`)
+    draws: int = 1                 # batches of problems drawn at most per step; above 1: `fill_batch`
 
 
 RL_PRESETS = {

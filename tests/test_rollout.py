@@ -423,3 +423,21 @@ def test_threads_that_may_spawn_hold_at_most_their_share_of_rows(monkeypatch):
     for r, out in zip(records, engine.run(problems)):
         assert out["text"] == r["search_path"]
     assert max(seen) == 3
+
+
+def test_prefill_passes_never_pad_a_row_past_the_end_of_its_cache():
+    """A pass writes its full width into every row it feeds, so a row near the end of its window
+    must not share a pass with a long join block: it is fed in a pass of its own, the others stay
+    together, and every prefilling thread is fed exactly once."""
+    from types import SimpleNamespace
+    gpt = random_gpt(context=48)
+    engine = Engine(gpt, TOK, parallel=True, max_rows=3)
+    engine.cache = M.KVCache(gpt.config, 3, 48)
+    rows = engine.cache.allocate(3)
+    engine.cache.lengths[rows] = torch.tensor([40, 0, 10])
+    near_end, long_join, short = (SimpleNamespace(row=r, pending=[1] * n) for r, n in zip(rows, (3, 20, 5)))
+    passes = engine._prefill_passes([near_end, long_join, short])
+    assert [[id(t) for t in p] for p in passes] == [[id(long_join), id(short)], [id(near_end)]]
+    for group in passes:
+        width = max(len(t.pending) for t in group)
+        assert all(int(engine.cache.lengths[t.row]) + width <= 48 for t in group)
