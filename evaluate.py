@@ -274,12 +274,14 @@ def latency_point(model, tokenizer, problems, parallel: bool, temperature: float
     return point
 
 
-def latency_curve(model, tokenizer, problems, parallel: bool, conditioned: bool, limits: Limits, seed: int = 0,
+def latency_curve(model, tokenizer, problems, parallel: bool, conditioned: float, limits: Limits, seed: int = 0,
                   progress=print) -> list[dict]:
     """The points of Figure 6: greedy, then APR at conditioned child budgets or SoS+ cons@n at
-    temperature 1.0 (a conditioned APR model is only run at its budgets)."""
+    temperature 1.0. `conditioned` is the share of the APR model's demonstrations that had a
+    budget: one trained on budgets alone is only run at its budgets."""
     if parallel:
-        specs = [(0.0, 1, b) for b in LATENCY_BUDGETS] if conditioned else [(0.0, 1, None)]
+        greedy = [(0.0, 1, None)] if conditioned < 1 else []
+        specs = greedy + ([(0.0, 1, b) for b in LATENCY_BUDGETS] if conditioned else [])
     else:
         specs = [(0.0, 1, None)] + [(1.0, n, None) for n in LATENCY_SAMPLES]
     points = []
@@ -306,7 +308,7 @@ def run_facts(state: dict, path: str = "the checkpoint") -> dict:
     mode = checkpoint_mode(state, path)
     try:
         task = countdown.GameConfig(**train_config["task"])
-        facts = {"mode": mode, "conditioning": bool(args.get("conditioning")), "task": task,
+        facts = {"mode": mode, "conditioning": float(args.get("conditioning") or 0), "task": task,
                  "n_val": train_config["n_val"], "seed": args["seed"], "data_dir": args["data_dir"],
                  "stage": state["stage"]}
     except (KeyError, TypeError) as error:
@@ -691,7 +693,7 @@ def device_name(device) -> str:
     return f"{device.type} ({model_name}, {torch.get_num_threads()} threads)"
 
 
-def run_latency(report: dict, model, tokenizer, problems, parallel: bool, conditioned: bool, limits, args) -> int:
+def run_latency(report: dict, model, tokenizer, problems, parallel: bool, conditioned: float, limits, args) -> int:
     """`--latency`: the points of Figure 6, written to <run>/eval_<split>_latency.json."""
     device = device_name(next(model.parameters()).device)
     print(f"latency, one problem at a time on {device}:")

@@ -413,11 +413,16 @@ def validate(run: dict, cfg: RLConfig, step: int, full: bool) -> dict:
     return {"step": step, **{k: metrics[k] for k in keep}, "seconds": time.time() - began}
 
 
-def describe(m: dict) -> str:
+def describe(m: dict, first: dict | None = None) -> str:
+    """A check's line; when it decoded the same problems as the `first` check, also what changed."""
     low, high = m["accuracy_95ci"]
+    paired = ""
+    if first is not None and m is not first and len(first["correct"]) == len(m["correct"]):
+        change = paired_change(first["correct"], m["correct"])
+        paired = f" (+{change['gained']}/-{change['lost']} against step {first['step']}, McNemar p={change['p']:.2g})"
     return (f"step {m['step']} | greedy accuracy {m['accuracy']:.1%} [{low:.1%}, {high:.1%}] "
-            f"on {m['rollouts']} problems | {m['total_tokens']:,.0f} total tokens | {m['children']:.2f} children | "
-            f"{m['seconds']:.0f} s")
+            f"on {m['rollouts']} problems{paired} | {m['total_tokens']:,.0f} total tokens | "
+            f"{m['children']:.2f} children | {m['seconds']:.0f} s")
 
 
 def describe_config(cfg: RLConfig, run: dict) -> str:
@@ -492,7 +497,7 @@ def train(args) -> int:
         if last or (cfg.eval_every and step % cfg.eval_every == 0):
             if master and (last or cfg.eval_problems):
                 history.append(validate(run, cfg, step, full=last))
-                log(describe(history[-1]))
+                log(describe(history[-1], history[0]))
             save()
     if master:
         finish(run_dir, args, cfg, run, history, steps_log, time.time() - run_began, ckpt_path, log)

@@ -180,9 +180,18 @@ def budget_of(record: dict, mode: str, tokenizer: Tokenizer, context: int, step:
     return min(context, step * math.ceil(tokens / step))
 
 
+def conditioned(k: int, share: float) -> bool:
+    """Whether demonstration k gets a conditioning prefix when a `share` of them do: spread evenly,
+    so that every run of demonstrations holds the share and no random draw is involved."""
+    return math.floor((k + 1) * share) > math.floor(k * share)
+
+
 def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, context: int,
-                       conditioning: bool = False, join_repeat: int = 1):
+                       conditioning: float = 0.0, join_repeat: int = 1):
     """Token ids and loss masks of every LM call, and how many were too long for the context.
+
+    A `conditioning` share of the demonstrations (0: none, 1: all) starts with its budget as a
+    prefix; with a share between, one model learns to follow a budget and to choose on its own.
 
     With `join_repeat` > 1 every APR parent call that continues after a join is listed that many
     times. Those calls are where a parent copies the winning child's path into its answer, a
@@ -190,16 +199,17 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
     against several children, so repeating it shifts each step's tokens toward the copy without
     adding steps (docs/experiments.md, "Join-repeat, measured alone")."""
     sequences, dropped = [], 0
-    for record in records:
+    for k, record in enumerate(records):
         trace = search.record_trace(record)
-        prefix = search.condition_prefix(mode, budget_of(record, mode, tokenizer, context)) if conditioning else ""
+        prefix = search.condition_prefix(mode, budget_of(record, mode, tokenizer, context)) \
+            if conditioned(k, conditioning) else ""
         root_calls = len(trace["main_calls"])  # lm_calls yields the root's calls first
-        for k, (segments, ends_thread) in enumerate(search.lm_calls(trace, prefix)):
+        for c, (segments, ends_thread) in enumerate(search.lm_calls(trace, prefix)):
             ids, mask = tokenizer.render(segments, eos=ends_thread)
             if len(ids) > context:
                 dropped += 1
                 continue
-            after_join = 0 < k < root_calls
+            after_join = 0 < c < root_calls
             sequences.extend([(ids, mask)] * (join_repeat if after_join else 1))
     return sequences, dropped
 
@@ -353,8 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="tiny", help="tiny (CPU), small (one GPU) or paper")
     parser.add_argument("--out", default=None, help="run folder (default out/sft_<mode>_<preset>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    parser.add_argument("--conditioning", action="store_true",
-                        help="prefix prompts with a budget (SoS+ tokens, APR children) to sweep compute later")
+    parser.add_argument("--conditioning", type=float, nargs="?", const=1.0, default=0.0, metavar="SHARE",
+                        help="prefix prompts with a budget (SoS+ tokens, APR children) to sweep compute later; "
+                             "alone: every demonstration, with a share such as 0.5: that share of them, so the "
+                             "model also runs without a budget")
     # overrides of the preset
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--lr", type=float, help="peak learning rate")
@@ -427,6 +439,8 @@ def train_config(args) -> TrainConfig:
         raise ValueError(f"--eval-problems must be 0 (no greedy checks) or more (got {cfg.eval_problems})")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ValueError(f"--lr must be a finite positive number (got {cfg.lr})")
+    if not 0 <= args.conditioning <= 1:
+        raise ValueError(f"--conditioning is the share of demonstrations with a budget, 0..1 (got {args.conditioning})")
     task = {k: getattr(args, k) for k in ("count", "num_max", "target_min", "target_max") if getattr(args, k) is not None}
     if task:
         cfg = replace(cfg, task=replace(cfg.task, **task))

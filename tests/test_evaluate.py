@@ -268,7 +268,11 @@ def test_cli_latency_writes_figure_6s_points(tmp_path):
     apr = tiny_run(tmp_path, mode="apr", conditioning=True, name="apr")
     assert E.main(["--ckpt", str(apr), "--latency", "--n", "1"]) == 0
     budgets = [p["budget"] for p in json.loads((apr / "eval_val_latency.json").read_text())["latency"]]
-    assert budgets == list(E.LATENCY_BUDGETS)
+    assert budgets == list(E.LATENCY_BUDGETS)  # trained on budgets alone: run only at its budgets
+    mixed = tiny_run(tmp_path, mode="apr", conditioning=0.5, name="mixed")
+    assert E.main(["--ckpt", str(mixed), "--latency", "--n", "1"]) == 0
+    budgets = [p["budget"] for p in json.loads((mixed / "eval_val_latency.json").read_text())["latency"]]
+    assert budgets == [None, *E.LATENCY_BUDGETS]  # half its demonstrations had none: greedy too
 
 
 def compared_runs(tmp_path):

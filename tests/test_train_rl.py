@@ -407,3 +407,17 @@ def test_tempered_log_probs_are_those_of_softmax_of_logits_over_temperature():
     assert torch.equal(trained, (targets != -1).float())
     assert ((by_t[0.5] >= by_t[1.0] - 1e-6) | ~argmax).all()  # the argmax token's probability can only rise
     assert not torch.allclose(by_t[0.5], by_t[1.0])
+
+
+def test_a_check_on_the_first_checks_problems_states_what_it_gained_and_lost():
+    """Hand-counted: against step 0 ([1, 0, 0, 1, 0]) the later check gains problems 1 and 2 and
+    loses 3; a check on fewer problems (a subset) makes no paired claim."""
+    def check(step, correct):
+        n = len(correct)
+        return {"step": step, "accuracy": sum(correct) / n, "accuracy_95ci": (0.0, 1.0), "rollouts": n,
+                "total_tokens": 100.0, "children": 2.0, "seconds": 1.0, "correct": correct}
+    first = check(0, [1, 0, 0, 1, 0])
+    line = train_rl.describe(check(14, [1, 1, 1, 0, 0]), first)
+    assert "+2/-1 against step 0" in line
+    assert "against" not in train_rl.describe(check(4, [1, 1]), first)
+    assert "against" not in train_rl.describe(first, first)

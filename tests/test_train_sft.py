@@ -77,6 +77,23 @@ def test_loss_mask_trains_only_what_the_model_writes():
             assert tok.decode(ids[1:len(injected) + 1]).endswith(search.JOIN_CLOSE)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 1.0])
+def test_a_conditioning_share_prefixes_that_share_of_demonstrations_evenly(share):
+    """Of any run of consecutive demonstrations, the share given a budget prefix is `share` to
+    within one, and each demonstration reads as it would with conditioning on (1) or off (0) alone."""
+    flags = [train_sft.conditioned(k, share) for k in range(400)]
+    for start, length in ((0, 400), (37, 100), (200, 9)):
+        assert abs(sum(flags[start:start + length]) - share * length) <= 1
+    tok = Tokenizer()
+    problems = [{"nums": [22, 26, 31, 53], "target": 27}, {"nums": [3, 7, 9, 12], "target": 48}]
+    records = [search.demonstrate(p, i, "apr", 0, search.DEFAULTS["apr"]) for i, p in enumerate(problems * 4)]
+    mixed, _ = train_sft.training_sequences(records, "apr", tok, 4096, conditioning=share)
+    one_by_one = [seq for k, r in enumerate(records)
+                  for seq in train_sft.training_sequences([r], "apr", tok, 4096, conditioning=float(flags[k]))[0]]
+    assert mixed == one_by_one
+    assert any("Sub Call Budget" in tok.decode(ids) for ids, _ in mixed) == (share > 0)
+
+
 def test_join_repeat_lists_each_call_after_a_join_and_nothing_else():
     tok = Tokenizer()
     problems = [{"nums": [22, 26, 31, 53], "target": 27}, {"nums": [3, 7, 9, 12], "target": 48}]
