@@ -3,6 +3,7 @@ The whole experiment in one command: data, SFT and RL of both methods, evaluatio
 
     python pipeline.py tiny      # about 85 minutes on 2 CPU cores; rerun the same command after a kill
     python pipeline.py smoke     # the same stages on a few problems, in under a minute (CI runs it)
+    python pipeline.py tiny --train-seed 1   # a second draw: other initializations, data order, RL samples
 
 Each stage is the command a user would type (`python train_sft.py --mode apr --preset tiny ...`),
 run in this process and printed before it runs:
@@ -55,16 +56,19 @@ SCRIPTS = {"train_sft": train_sft, "train_rl": train_rl}
 RUNS = ("sft_sosp", "sft_apr", "rl_sosp", "rl_apr")
 
 
-def stages(name: str, root: str, data_dir: str) -> list[tuple]:
-    """(stage, run folder, script name, argv) of every training stage, in order."""
+def stages(name: str, root: str, data_dir: str, train_seed: int = 0) -> list[tuple]:
+    """(stage, run folder, script name, argv) of every training stage, in order. Another
+    `train_seed` keeps the problems and demonstrations and draws everything trained anew: SFT's
+    initialization and data order, RL's prompts and samples."""
     spec = PIPELINES[name]
+    sft_seed, rl_seed = (["--train-seed", str(train_seed)], ["--seed", str(train_seed)]) if train_seed else ([], [])
     out = []
     for mode in ("sosp", "apr"):
         sft_dir, rl_dir = os.path.join(root, f"sft_{mode}"), os.path.join(root, f"rl_{mode}")
         out.append((f"SFT {mode}", sft_dir, "train_sft", ["--mode", mode, "--preset", spec["preset"], "--out", sft_dir,
-                                                          "--data-dir", data_dir, *spec["sft"]]))
+                                                          "--data-dir", data_dir, *spec["sft"], *sft_seed]))
         out.append((f"RL {mode}", rl_dir, "train_rl",
-                    ["--init", sft_dir, "--preset", spec["preset"], "--out", rl_dir, *spec["rl"]]))
+                    ["--init", sft_dir, "--preset", spec["preset"], "--out", rl_dir, *spec["rl"], *rl_seed]))
     return out
 
 
@@ -100,10 +104,10 @@ def stale_run(run_dir: str, script, argv: list[str]) -> str | None:
     return f"holds a run trained otherwise: {', '.join(changed)}" if changed else None
 
 
-def train_all(name: str, root: str, data_dir: str, out=print) -> dict:
+def train_all(name: str, root: str, data_dir: str, out=print, train_seed: int = 0) -> dict:
     """Run every training stage not finished yet; returns the seconds of those that ran."""
     seconds = {}
-    for stage, run_dir, script, argv in stages(name, root, data_dir):
+    for stage, run_dir, script, argv in stages(name, root, data_dir, train_seed):
         why_not = stale_run(run_dir, SCRIPTS[script], argv)
         if why_not:  # a run made otherwise must not stand in for this stage, nor be overwritten
             raise ValueError(f"{run_dir} {why_not}; move it away or pass another --out")
@@ -115,7 +119,7 @@ def train_all(name: str, root: str, data_dir: str, out=print) -> dict:
         began = time.time()
         if SCRIPTS[script].main(argv + resume):
             raise ValueError(f"stage {stage} failed; fix what it printed and rerun "
-                             f"`python pipeline.py {name}` to continue")
+                             f"the same `python pipeline.py` command to continue")
         seconds[stage] = time.time() - began
     return seconds
 
@@ -175,13 +179,16 @@ def leads(run_dirs: list[str], split: str = "val") -> str:
             f"on SoS+: {rl_change('sosp')}")
 
 
-def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=print) -> int:
-    """Every stage of a pipeline, then the comparison of its four runs (see the module docstring)."""
+def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=print, train_seed: int = 0) -> int:
+    """Every stage of a pipeline, then the comparison of its four runs (see the module docstring),
+    in out_root/<name>/, or out_root/<name>_seed<S>/ for another `train_seed`."""
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; use one of {', '.join(PIPELINES)}")
-    root = os.path.join(out_root, name)
+    if train_seed < 0:
+        raise ValueError(f"--train-seed must be 0 or more (got {train_seed})")
+    root = os.path.join(out_root, name + (f"_seed{train_seed}" if train_seed else ""))
     began = time.time()
-    seconds = train_all(name, root, data_dir, out)
+    seconds = train_all(name, root, data_dir, out, train_seed)
     run_dirs = [os.path.join(root, run) for run in RUNS]
     seconds.update(evaluate_all(name, run_dirs, out))
     out(f"== comparison -> {os.path.join(root, 'compare')}")
@@ -208,9 +215,13 @@ def main(argv=None) -> int:
     parser.add_argument("pipeline", help=f"which one: {', '.join(PIPELINES)}")
     parser.add_argument("--out", default="out", help="root of the pipeline's runs (default out: out/<pipeline>/)")
     parser.add_argument("--data-dir", default="data", help="where problems and demonstrations are cached")
+    parser.add_argument("--train-seed", type=int, default=0,
+                        help="another draw of the same experiment: the same problems and demonstrations, every model "
+                             "trained from another initialization, data order and RL sampling (runs go to "
+                             "out/<pipeline>_seed<S>/)")
     args = parser.parse_args(argv)
     try:
-        return reproduce(args.pipeline, args.out, args.data_dir)
+        return reproduce(args.pipeline, args.out, args.data_dir, train_seed=args.train_seed)
     except ValueError as error:
         print(f"pipeline.py: error: {error}", file=sys.stderr)
         return 2

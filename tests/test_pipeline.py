@@ -57,6 +57,20 @@ def test_pipeline_runs_every_stage_then_a_rerun_skips_them_all(tmp_path):
         P.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append)
 
 
+def test_another_train_seed_redraws_every_training_stage_on_the_same_data():
+    """--train-seed S: each SFT stage gets S as its training seed (initialization, data order) and
+    keeps the data seed, so the problems and demonstrations are the same; each RL stage gets S as
+    its seed (prompt order, samples); every other argument is the default draw's."""
+    default, other = P.stages("tiny", "out/tiny", "data"), P.stages("tiny", "out/tiny_seed1", "data", train_seed=1)
+    assert [s[0] for s in default] == [s[0] for s in other]
+    for (_, _, script, argv0), (_, _, _, argv1) in zip(default, other):
+        args0 = P.SCRIPTS[script].build_parser().parse_args(argv0)
+        args1 = P.SCRIPTS[script].build_parser().parse_args(argv1)
+        changed = {k for k in vars(args0) if getattr(args0, k) != getattr(args1, k)} - {"out", "init"}
+        assert changed == ({"train_seed"} if script == "train_sft" else {"seed"})
+        assert args1.seed == 1 if script == "train_rl" else (args1.train_seed == 1 and args1.seed == args0.seed)
+
+
 def test_a_damaged_checkpoint_or_run_record_stops_the_pipeline_naming_it(tmp_path, capsys):
     """A stage whose run folder holds a checkpoint cut short (a disk filled up, say) resumes from
     it, and the stage's own one-line error names the file; a run record cut short is named by the
