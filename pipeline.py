@@ -1,7 +1,7 @@
 """
 The whole experiment in one command: data, SFT and RL of both methods, evaluation, comparison.
 
-    python pipeline.py tiny      # about 85 minutes on 2 CPU cores; rerun the same command after a kill
+    python pipeline.py tiny      # 85 min on 2 CPU cores before the sweep, latency and test stages; rerun after a kill
     python pipeline.py smoke     # the same stages on a few problems, in under a minute (CI runs it)
     python pipeline.py tiny --train-seed 1   # a second draw: other initializations, data order, RL samples
 
@@ -11,8 +11,8 @@ run in this process and printed before it runs:
 1. SFT of SoS+, then RL from it; SFT of APR, then RL from it (`train_sft.py`, `train_rl.py`);
 2. greedy evaluation of the four models on the validation and the test problems (`evaluate.py
    --ckpt`), the SFT models' compute sweeps at temperature 1.0 (`--sweep`: SoS+ cons@1..8, APR
-   child budgets when trained with `--conditioning`) and their latency, one problem at a time
-   (`--latency`);
+   child budgets 0..10, which its model learns from the half of its demonstrations told theirs)
+   and their latency, one problem at a time (`--latency`);
 3. the comparison table beside the paper's numbers and the figures (`evaluate.py --compare`),
    the test split's table, then the paired leads on both splits: APR over SoS+ after SFT and
    after RL, and RL's effect on each.
@@ -43,10 +43,14 @@ import train_sft
 # short here because the evaluation stage measures every run on all validation problems anyway.
 # `smoke` is the tiny preset cut to a few steps on a few problems, to check that the stages fit.
 # `sweep` and `latency` are the problems of the SFT models' compute sweep (Figure 4a) and latency
-# curve (Figure 6).
+# curve (Figure 6). APR is told its child count in half of its demonstrations, so that the one
+# model is both the greedy APR row and Figure 4a's budget curve; that cost no measurable accuracy
+# without a budget (docs/experiments.md, "an APR model told half of its budgets").
+APR_SFT = ["--conditioning", "0.5"]
 PIPELINES = {
-    "tiny": {"preset": "tiny", "sft": ["--eval-problems", "0"], "rl": ["--n-val", "50"], "sweep": 200, "latency": 100},
-    "smoke": {"preset": "tiny",
+    "tiny": {"preset": "tiny", "sft": ["--eval-problems", "0"], "apr_sft": APR_SFT, "rl": ["--n-val", "50"],
+             "sweep": 200, "latency": 100},
+    "smoke": {"preset": "tiny", "apr_sft": APR_SFT,
               "sft": ["--eval-problems", "0", "--steps", "3", "--n-train", "200", "--n-val", "12", "--n-layer", "1",
                       "--no-compile", "--quiet"],
               "rl": ["--steps", "1", "--prompts", "4", "--group", "2", "--n-val", "4", "--quiet"],
@@ -66,7 +70,8 @@ def stages(name: str, root: str, data_dir: str, train_seed: int = 0) -> list[tup
     for mode in ("sosp", "apr"):
         sft_dir, rl_dir = os.path.join(root, f"sft_{mode}"), os.path.join(root, f"rl_{mode}")
         out.append((f"SFT {mode}", sft_dir, "train_sft", ["--mode", mode, "--preset", spec["preset"], "--out", sft_dir,
-                                                          "--data-dir", data_dir, *spec["sft"], *sft_seed]))
+                                                          "--data-dir", data_dir, *spec["sft"],
+                                                          *spec.get(f"{mode}_sft", []), *sft_seed]))
         out.append((f"RL {mode}", rl_dir, "train_rl",
                     ["--init", sft_dir, "--preset", spec["preset"], "--out", rl_dir, *spec["rl"], *rl_seed]))
     return out

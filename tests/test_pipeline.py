@@ -25,18 +25,19 @@ def test_pipeline_runs_every_stage_then_a_rerun_skips_them_all(tmp_path):
     for method in ("| SoS+ |", "| APR |", "| SoS+ after RL |", "| APR after RL |"):
         assert method in table
     ran = json.loads((root / "pipeline.json").read_text())["stage_seconds"]
-    # 4 trainings, 4 greedy evaluations on each split, SoS+'s cons@n sweep (smoke's APR is not
-    # conditioned, so it has no budget sweep) and the two SFT models' latency curves
-    assert len(ran) == 4 + 8 + 1 + 2
+    # 4 trainings, 4 greedy evaluations on each split, SoS+'s cons@n sweep and APR's child-budget
+    # sweep (APR is told its budget in half of its demonstrations), the SFT models' latency curves
+    assert len(ran) == 4 + 8 + 2 + 2
     for run in ("sft_sosp", "sft_apr"):
         assert (root / run / "eval_test.json").exists() and (root / run / "eval_val_latency.json").exists()
-    assert (root / "sft_sosp" / "eval_val_t1_sweep.json").exists()
+    for run in ("sft_sosp", "sft_apr"):
+        assert (root / run / "eval_val_t1_sweep.json").exists()
     assert "| SoS+ |" in (root / "compare" / "table_test.md").read_text()
     for split in ("val", "test"):
         assert any(line.startswith(f"{split}: APR - SoS+:") and "McNemar p=" in line for line in lines)
     lines.clear()
     assert P.reproduce("smoke", str(tmp_path / "out"), str(tmp_path / "data"), out=lines.append) == 0
-    assert sum("skipped" in line for line in lines) == 15
+    assert sum("skipped" in line for line in lines) == 16
     assert json.loads((root / "pipeline.json").read_text())["stage_seconds"] == {}
     # a finished run trained otherwise than the stage's command now says (a preset changed since)
     # is refused and left as it was, not taken for the stage's result
