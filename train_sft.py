@@ -180,7 +180,7 @@ def budget_of(record: dict, mode: str, tokenizer: Tokenizer, context: int, step:
     return min(context, step * math.ceil(tokens / step))
 
 
-def conditioned(k: int, share: float) -> bool:
+def has_budget_prefix(k: int, share: float) -> bool:
     """Whether demonstration k gets a conditioning prefix when a `share` of them do: spread evenly,
     so that every run of demonstrations holds the share and no random draw is involved."""
     return math.floor((k + 1) * share) > math.floor(k * share)
@@ -202,7 +202,7 @@ def training_sequences(records: list[dict], mode: str, tokenizer: Tokenizer, con
     for k, record in enumerate(records):
         trace = search.record_trace(record)
         prefix = search.condition_prefix(mode, budget_of(record, mode, tokenizer, context)) \
-            if conditioned(k, conditioning) else ""
+            if has_budget_prefix(k, conditioning) else ""
         root_calls = len(trace["main_calls"])  # lm_calls yields the root's calls first
         for c, (segments, ends_thread) in enumerate(search.lm_calls(trace, prefix)):
             ids, mask = tokenizer.render(segments, eos=ends_thread)

@@ -81,7 +81,7 @@ def test_loss_mask_trains_only_what_the_model_writes():
 def test_a_conditioning_share_prefixes_that_share_of_demonstrations_evenly(share):
     """Of any run of consecutive demonstrations, the share given a budget prefix is `share` to
     within one, and each demonstration reads as it would with conditioning on (1) or off (0) alone."""
-    flags = [train_sft.conditioned(k, share) for k in range(400)]
+    flags = [train_sft.has_budget_prefix(k, share) for k in range(400)]
     for start, length in ((0, 400), (37, 100), (200, 9)):
         assert abs(sum(flags[start:start + length]) - share * length) <= 1
     tok = Tokenizer()
