@@ -11,7 +11,7 @@ run in this process and printed before it runs:
 1. SFT of SoS+, then RL from it; SFT of APR, then RL from it (`train_sft.py`, `train_rl.py`);
 2. greedy evaluation of the four models on the validation and the test problems (`evaluate.py
    --ckpt`), the SFT models' compute sweeps at temperature 1.0 (`--sweep`: SoS+ cons@1..8, APR
-   child budgets 0..10, which its model learns from the half of its demonstrations told theirs)
+   child budgets 1..6, which its model learns from the half of its demonstrations told theirs)
    and their latency, one problem at a time (`--latency`);
 3. the comparison table beside the paper's numbers and the figures (`evaluate.py --compare`),
    the test split's table, then the paired leads on both splits: APR over SoS+ after SFT and
@@ -126,6 +126,7 @@ def train_all(name: str, root: str, data_dir: str, out=print, train_seed: int = 
             raise ValueError(f"stage {stage} failed; fix what it printed and rerun "
                              f"the same `python pipeline.py` command to continue")
         seconds[stage] = time.time() - began
+        out(f"== {stage}: {seconds[stage] / 60:.1f} min")
     return seconds
 
 
@@ -166,6 +167,7 @@ def evaluate_all(name: str, run_dirs: list[str], out=print) -> dict:
         if evaluate.main(["--ckpt", run_dir, *argv]):
             raise ValueError(f"the evaluation `python evaluate.py {command}` failed")
         seconds[f"evaluation {os.path.basename(run_dir)} {' '.join(argv)}"] = time.time() - began
+        out(f"== evaluation {command}: {(time.time() - began) / 60:.1f} min")
     return seconds
 
 
