@@ -489,7 +489,7 @@ def figure_4b(ax, runs: dict) -> None:
                 label=f"{method} ({os.path.basename(run)})")
         points, label = sweep_points(reports)
         for p in points:
-            if label == "budget" and p["budget"] in (3, 6, 10) and p.get("cumulative"):
+            if label == "budget" and p["budget"] in (2, 4, 6) and p.get("cumulative"):
                 ax.plot([w for w, _ in p["cumulative"]], [100 * a for _, a in p["cumulative"]], linestyle="--",
                         label=f"{method}, {p['budget']} children")
     ax.set(xlabel="context window (tokens)", ylabel="cumulative accuracy (%)",
