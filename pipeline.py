@@ -1,7 +1,7 @@
 """
 The whole experiment in one command: data, SFT and RL of both methods, evaluation, comparison.
 
-    python pipeline.py tiny      # 85 min on 2 CPU cores before the sweep, latency and test stages; rerun after a kill
+    python pipeline.py tiny      # 147 min on 2 CPU cores (docs/experiments.md, 2026-12-05); rerun after a kill
     python pipeline.py smoke     # the same stages on a few problems, in under a minute (CI runs it)
     python pipeline.py tiny --train-seed 1   # a second draw: other initializations, data order, RL samples
 
