@@ -166,8 +166,8 @@ def evaluate_all(name: str, run_dirs: list[str], out=print) -> dict:
         began = time.time()
         if evaluate.main(["--ckpt", run_dir, *argv]):
             raise ValueError(f"the evaluation `python evaluate.py {command}` failed")
-        seconds[f"evaluation {os.path.basename(run_dir)} {' '.join(argv)}"] = time.time() - began
-        out(f"== evaluation {command}: {(time.time() - began) / 60:.1f} min")
+        took = seconds[f"evaluation {os.path.basename(run_dir)} {' '.join(argv)}"] = time.time() - began
+        out(f"== evaluation {command}: {took / 60:.1f} min")
     return seconds
 
 
