@@ -5,7 +5,7 @@ paper's figures drawn from our own runs.
 
     python evaluate.py --ckpt out/sft_apr_tiny                      # greedy, the run's val split
     python evaluate.py --ckpt out/sft_sosp_tiny --samples 8 --temperature 1.0   # cons@8, pass@8
-    python evaluate.py --ckpt out/sft_apr_tiny --sweep              # APR: 1..6 conditioned children
+    python evaluate.py --ckpt out/sft_apr_tiny --sweep              # APR: 2..4 conditioned children
     python evaluate.py --ckpt out/sft_apr_tiny --latency            # Figure 6: one problem at a time
     python evaluate.py --compare out/sft_sosp_tiny out/sft_apr_tiny # table + figures of several runs
     python evaluate.py --paired out/sft_apr_tiny out/rl_apr_a out/rl_apr_b  # runs vs their base, paired
@@ -54,14 +54,14 @@ PAPER_ACCURACY = {
     "APR after RL": {"greedy": 83.4, "temperature 1.0": 76.4},
 }
 # conditioned child counts of the APR sweep: its demonstrations spend 2 to 4 children, and a
-# model told half of its budgets follows those and falls off beyond 6 (docs/experiments.md, "an
-# APR model told half of its budgets")
-APR_BUDGETS = range(1, 7)
+# model told half of its budgets follows those and no others (docs/experiments.md, "an APR model
+# told half of its budgets" and "the whole pipeline ... from a fresh clone")
+APR_BUDGETS = (2, 3, 4)
 SOSP_SAMPLES = 8             # the SoS+ sweep: cons@1..8 from 8 samples per problem
 # the latency curve (Figure 6), each problem decoded alone: fewer points than the sweep, since
 # one problem at a time costs a whole decoding loop per problem
-LATENCY_BUDGETS = (2, 3, 4)
-LATENCY_SAMPLES = (2, 4, 8)  # cons@1 would repeat the greedy point's cost
+LATENCY_BUDGETS = (2, 4)
+LATENCY_SAMPLES = (2, 4)  # cons@1 would repeat the greedy point's cost; cons@8 is slower than any APR point
 LATENCY_PROBLEMS = 100
 LATENCY_ROWS = 16  # cache rows for one problem: a parent, its children, or cons@n's samples
 
@@ -607,7 +607,7 @@ def main(argv=None) -> int:
                         help="conditioning: SoS+ token budget or APR child count (needs a run trained with --conditioning)")
     parser.add_argument("--context", type=int, help="per-thread context limit W (default: the model's)")
     parser.add_argument("--sweep", action="store_true",
-                        help="APR: every child budget 1..6 (needs --conditioning); SoS+: cons@1..8 at temperature 1.0")
+                        help="APR: child budgets 2..4 (needs --conditioning); SoS+: cons@1..8 at temperature 1.0")
     parser.add_argument("--latency", action="store_true",
                         help="latency as a user sees it: each problem decoded alone (Figure 6), greedy and at "
                              f"APR child budgets or SoS+ cons@n; {LATENCY_PROBLEMS} problems unless --n")

@@ -6,14 +6,16 @@ The whole experiment in one command: data, SFT and RL of both methods, evaluatio
     python pipeline.py tiny --train-seed 1   # a second draw: other initializations, data order, RL samples
 
 Each stage is the command a user would type (`python train_sft.py --mode apr --preset tiny ...`),
-run in this process and printed before it runs:
+printed when it starts and run as its own process, two at a time where they do not wait on each
+other (`--jobs`), each logging to `out/<pipeline>/logs/`:
 
-1. SFT of SoS+, then RL from it; SFT of APR, then RL from it (`train_sft.py`, `train_rl.py`);
+1. SFT of SoS+ and of APR, side by side, then RL from each (`train_sft.py`, `train_rl.py`);
 2. greedy evaluation of the four models on the validation and the test problems (`evaluate.py
-   --ckpt`), the SFT models' compute sweeps at temperature 1.0 (`--sweep`: SoS+ cons@1..8, APR
-   child budgets 1..6, which its model learns from the half of its demonstrations told theirs)
-   and their latency, one problem at a time (`--latency`);
-3. the comparison table beside the paper's numbers and the figures (`evaluate.py --compare`),
+   --ckpt`), and the SFT models' compute sweeps at temperature 1.0 (`--sweep`: SoS+ cons@1..8,
+   APR child budgets 2..4, which its model learns from the half of its demonstrations told
+   theirs), each as soon as its model is trained;
+3. the SFT models' latency, one problem at a time (`--latency`), with nothing beside it;
+4. the comparison table beside the paper's numbers and the figures (`evaluate.py --compare`),
    the test split's table, then the paired leads on both splits: APR over SoS+ after SFT and
    after RL, and RL's effect on each.
 
@@ -28,8 +30,11 @@ the pipeline with one line saying so rather than standing in for the stage. Outp
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -57,6 +62,8 @@ PIPELINES = {
               "sweep": 2, "latency": 1},
 }
 SCRIPTS = {"train_sft": train_sft, "train_rl": train_rl}
+HERE = os.path.dirname(os.path.abspath(__file__))
+EVAL_ROWS = 256  # threads decoded together in the batch evaluations: fewer steps than 64, same greedy output
 RUNS = ("sft_sosp", "sft_apr", "rl_sosp", "rl_apr")
 
 
@@ -109,66 +116,144 @@ def stale_run(run_dir: str, script, argv: list[str]) -> str | None:
     return f"holds a run trained otherwise: {', '.join(changed)}" if changed else None
 
 
-def train_all(name: str, root: str, data_dir: str, out=print, train_seed: int = 0) -> dict:
-    """Run every training stage not finished yet; returns the seconds of those that ran."""
-    seconds = {}
-    for stage, run_dir, script, argv in stages(name, root, data_dir, train_seed):
-        why_not = stale_run(run_dir, SCRIPTS[script], argv)
-        if why_not:  # a run made otherwise must not stand in for this stage, nor be overwritten
-            raise ValueError(f"{run_dir} {why_not}; move it away or pass another --out")
-        if os.path.exists(os.path.join(run_dir, "run.json")):
-            out(f"== {stage}: finished before in {run_dir}, skipped")
-            continue
-        resume = ["--resume"] if os.path.exists(os.path.join(run_dir, "ckpt.pt")) else []
-        out(f"== {stage}: python {script}.py {' '.join(argv + resume)}")
-        began = time.time()
-        if SCRIPTS[script].main(argv + resume):
-            raise ValueError(f"stage {stage} failed; fix what it printed and rerun "
-                             f"the same `python pipeline.py` command to continue")
-        seconds[stage] = time.time() - began
-        out(f"== {stage}: {seconds[stage] / 60:.1f} min")
+def jobs(name: str, root: str, data_dir: str, train_seed: int = 0) -> list[dict]:
+    """Every stage of a pipeline as a job, in the order the scheduler prefers them (the longest
+    chain first: APR's training, then what waits on it): its name, script and argv, the jobs it
+    needs finished, and for evaluations the report it writes. Latency is timed, so it runs alone."""
+    spec, out = PIPELINES[name], []
+    trained = {stage: (run_dir, script, argv) for stage, run_dir, script, argv in stages(name, root, data_dir, train_seed)}
+    for stage in ("SFT apr", "SFT sosp", "RL apr", "RL sosp"):
+        run_dir, script, argv = trained[stage]
+        needs = [stage.replace("RL", "SFT")] if stage.startswith("RL") else []
+        out.append({"stage": stage, "script": script, "argv": argv, "run_dir": run_dir, "needs": needs})
+    batch = ["--max-rows", str(EVAL_ROWS)]
+    for run in ("rl_apr", "sft_apr", "rl_sosp", "sft_sosp"):
+        run_dir, trainer = os.path.join(root, run), " ".join(run.split("_")).replace("rl", "RL").replace("sft", "SFT")
+        evals = [(["--split", split, *batch], f"eval_{split}.json") for split in ("val", "test")]
+        if run == "sft_sosp" or (run == "sft_apr" and "--conditioning" in trained["SFT apr"][2]):
+            sweep = ["--sweep", "--temperature", "1", "--n", str(spec["sweep"]), *batch]
+            evals.insert(0, (sweep, "eval_val_t1_sweep.json"))
+        for argv, report in evals:
+            out.append(evaluation(run_dir, argv, report, trainer))
+    for run in ("sft_apr", "sft_sosp"):
+        latency = evaluation(os.path.join(root, run), ["--latency", "--n", str(spec["latency"])],
+                             "eval_val_latency.json", "SFT " + run[4:])
+        out.append({**latency, "alone": True})
+    return out
+
+
+def evaluation(run_dir: str, argv: list[str], report: str, trainer: str) -> dict:
+    return {"stage": f"evaluation {os.path.basename(run_dir)} {' '.join(argv)}", "script": "evaluate",
+            "argv": ["--ckpt", run_dir, *argv], "run_dir": run_dir, "report": report, "needs": [trainer]}
+
+
+def finished(job: dict) -> bool:
+    """Whether a job's output is there and current; a training run made otherwise is a
+    ValueError (it must not stand in for the stage, nor be overwritten)."""
+    if job["script"] == "evaluate":
+        report = os.path.join(job["run_dir"], job["report"])
+        return os.path.exists(report) and os.path.getmtime(report) > os.path.getmtime(M.checkpoint_path(job["run_dir"]))
+    why_not = stale_run(job["run_dir"], SCRIPTS[job["script"]], job["argv"])
+    if why_not:
+        raise ValueError(f"{job['run_dir']} {why_not}; move it away or pass another --out")
+    return os.path.exists(os.path.join(job["run_dir"], "run.json"))
+
+
+def run_jobs(todo: list[dict], log_dir: str, slots: int = 2, out=print, heartbeat: float = 300) -> dict:
+    """Run the jobs, each as its own process, `slots` at a time, as their needs allow; returns the
+    seconds of those that ran. The engine's decoding is mostly Python between small kernels, so
+    two one-thread processes do more than one two-thread process (docs/experiments.md, "two
+    jobs at a time"); a job that is alone (or must be: latency) gets every core."""
+    waiting, running, done, seconds = list(todo), {}, set(), {}
+    beat = time.time()
+    try:
+        while waiting or running:
+            skip = [j for j in waiting if set(j["needs"]) <= done and finished(j)]
+            while skip:  # skipping a job may make those that need it ready: skip until none is
+                for job in skip:
+                    out(f"== {job['stage']}: finished before, skipped")
+                    waiting.remove(job)
+                    done.add(job["stage"])
+                skip = [j for j in waiting if set(j["needs"]) <= done and finished(j)]
+            for job in [j for j in waiting if set(j["needs"]) <= done]:
+                share = room(job, running, waiting, done, slots)
+                if share:
+                    running[job["stage"]] = start(job, share, slots, log_dir, out)
+                    waiting.remove(job)
+            if not running:
+                if waiting:
+                    raise RuntimeError(f"jobs wait on jobs that never run: {[j['stage'] for j in waiting]}")
+                break
+            time.sleep(0.2)
+            for stage, run in list(running.items()):
+                if run["process"].poll() is None:
+                    continue
+                del running[stage]
+                if run["process"].returncode:
+                    print(log_tail(run["log"]), file=sys.stderr)
+                    raise ValueError(f"stage {stage} failed (its log: {run['log']}); fix what it printed and "
+                                     f"rerun the same `python pipeline.py` command to continue")
+                seconds[stage] = time.time() - run["began"]
+                done.add(stage)
+                out(f"== {stage}: {seconds[stage] / 60:.1f} min")
+            if running and time.time() - beat > heartbeat:
+                beat = time.time()
+                for stage, run in running.items():
+                    out(f"   {stage}, {(beat - run['began']) / 60:.0f} min: {log_tail(run['log'], 1)}")
+    finally:
+        for run in running.values():  # a failure, Ctrl-C or SIGTERM: no job runs on unwatched
+            run["process"].terminate()
+            run["process"].wait()
     return seconds
 
 
-def evaluations(name: str, run_dirs: list[str]) -> list[tuple]:
-    """(run folder, evaluate.py argv, the report it writes) of every evaluation, in order: each
-    run greedily on the validation and on the test split (which nothing is chosen on), then the
-    SFT models' sweeps at temperature 1.0 (SoS+ cons@n; APR child budgets where it was trained
-    with conditioning) and their latency curves."""
-    spec = PIPELINES[name]
-    jobs = []
-    for split in ("val", "test"):
-        jobs += [(d, ["--split", split], f"eval_{split}.json") for d in run_dirs]
-    for d in run_dirs:
-        if os.path.basename(d) == "sft_sosp" or (os.path.basename(d) == "sft_apr" and conditioned(d)):
-            jobs.append((d, ["--sweep", "--temperature", "1", "--n", str(spec["sweep"])], "eval_val_t1_sweep.json"))
-    for d in run_dirs:
-        if os.path.basename(d).startswith("sft_"):
-            jobs.append((d, ["--latency", "--n", str(spec["latency"])], "eval_val_latency.json"))
-    return jobs
+def room(job: dict, running: dict, waiting: list, done: set, slots: int) -> int:
+    """How many of the slots a ready job takes now (0: it waits). A timed job, or one with no
+    other ready job beside it, takes them all; otherwise one."""
+    used = sum(run["share"] for run in running.values())
+    if job.get("alone"):
+        return slots if not used else 0
+    if used >= slots:
+        return 0
+    company = [j for j in waiting if j is not job and set(j["needs"]) <= done and not j.get("alone")]
+    return slots if not used and not company else 1
 
 
-def conditioned(run_dir: str) -> bool:
-    with open(os.path.join(run_dir, "run.json")) as f:
-        return bool(json.load(f)["args"].get("conditioning"))
+def start(job: dict, share: int, slots: int, log_dir: str, out) -> dict:
+    command = [sys.executable, os.path.join(HERE, f"{job['script']}.py"), *job["argv"]]
+    if job["script"] != "evaluate" and os.path.exists(os.path.join(job["run_dir"], "ckpt.pt")):
+        command.append("--resume")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if share < slots:  # one slot of several: its share of the cores, so that jobs do not wait on each other
+        env["OMP_NUM_THREADS"] = str(max(1, cores() * share // slots))
+    os.makedirs(log_dir, exist_ok=True)
+    log = os.path.join(log_dir, job["stage"].replace(" ", "_").replace("-", "").replace("/", "_") + ".log")
+    cpus = f"{env['OMP_NUM_THREADS']} of {cores()} cores" if share < slots else "all cores"
+    out(f"== {job['stage']} ({cpus}, log {log}): python {' '.join(command[1:])}")
+    with open(log, "a") as f:
+        f.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command[1:])}\n")
+        f.flush()
+        process = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=die_with_parent if sys.platform == "linux" else None)
+    return {"process": process, "share": share, "began": time.time(), "log": log}
 
 
-def evaluate_all(name: str, run_dirs: list[str], out=print) -> dict:
-    """Every evaluation whose report is missing or older than its checkpoint."""
-    seconds = {}
-    for run_dir, argv, report_file in evaluations(name, run_dirs):
-        report = os.path.join(run_dir, report_file)
-        command = " ".join(["--ckpt", run_dir, *argv])
-        if os.path.exists(report) and os.path.getmtime(report) > os.path.getmtime(M.checkpoint_path(run_dir)):
-            out(f"== evaluation {command}: done before, skipped")
-            continue
-        out(f"== evaluation: python evaluate.py {command}")
-        began = time.time()
-        if evaluate.main(["--ckpt", run_dir, *argv]):
-            raise ValueError(f"the evaluation `python evaluate.py {command}` failed")
-        took = seconds[f"evaluation {os.path.basename(run_dir)} {' '.join(argv)}"] = time.time() - began
-        out(f"== evaluation {command}: {took / 60:.1f} min")
-    return seconds
+def die_with_parent() -> None:
+    """In the child, before it runs: a SIGTERM when the pipeline dies, even by SIGKILL, so that no
+    orphaned job writes into a run folder a rerun of the pipeline works in."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def log_tail(path: str, lines: int = 5) -> str:
+    """The last lines of a job's log, progress bars' carriage returns taken as line ends."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - 4096))
+        text = f.read().decode(errors="replace").replace("\r", "\n")
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
 def leads(run_dirs: list[str], split: str = "val") -> str:
@@ -186,7 +271,8 @@ def leads(run_dirs: list[str], split: str = "val") -> str:
             f"on SoS+: {rl_change('sosp')}")
 
 
-def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=print, train_seed: int = 0) -> int:
+def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=print, train_seed: int = 0,
+              slots: int = 2) -> int:
     """Every stage of a pipeline, then the comparison of its four runs (see the module docstring),
     in out_root/<name>/, or out_root/<name>_seed<S>/ for another `train_seed`."""
     if name not in PIPELINES:
@@ -195,9 +281,8 @@ def reproduce(name: str, out_root: str = "out", data_dir: str = "data", out=prin
         raise ValueError(f"--train-seed must be 0 or more (got {train_seed})")
     root = os.path.join(out_root, name + (f"_seed{train_seed}" if train_seed else ""))
     began = time.time()
-    seconds = train_all(name, root, data_dir, out, train_seed)
+    seconds = run_jobs(jobs(name, root, data_dir, train_seed), os.path.join(root, "logs"), slots, out)
     run_dirs = [os.path.join(root, run) for run in RUNS]
-    seconds.update(evaluate_all(name, run_dirs, out))
     out(f"== comparison -> {os.path.join(root, 'compare')}")
     evaluate.compare(run_dirs, os.path.join(root, "compare"), out=out)
     out("== the test split, greedy (no choice was made on it)")
@@ -226,9 +311,15 @@ def main(argv=None) -> int:
                         help="another draw of the same experiment: the same problems and demonstrations, every model "
                              "trained from another initialization, data order and RL sampling (runs go to "
                              "out/<pipeline>_seed<S>/)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="stages run at once, each a process with its share of the cores (default 2; 1: one "
+                             "after another)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more (got {args.jobs})")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill stops the running stages too
     try:
-        return reproduce(args.pipeline, args.out, args.data_dir, train_seed=args.train_seed)
+        return reproduce(args.pipeline, args.out, args.data_dir, train_seed=args.train_seed, slots=args.jobs)
     except ValueError as error:
         print(f"pipeline.py: error: {error}", file=sys.stderr)
         return 2

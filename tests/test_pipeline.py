@@ -72,6 +72,44 @@ def test_another_train_seed_redraws_every_training_stage_on_the_same_data():
         assert args1.seed == 1 if script == "train_rl" else (args1.train_seed == 1 and args1.seed == args0.seed)
 
 
+def test_every_job_waits_for_the_model_it_reads_and_latency_runs_alone():
+    """The jobs' order of needs: RL starts from its SFT run, every evaluation reads a trained
+    model and waits for the stage that trains it, and only the timed latency jobs run alone."""
+    todo = P.jobs("tiny", "out/tiny", "data")
+    by_stage = {job["stage"]: job for job in todo}
+    assert len(by_stage) == len(todo) == 16
+    for job in todo:
+        if job["script"] == "train_rl":
+            init = job["argv"][job["argv"].index("--init") + 1]
+            assert [by_stage[n]["run_dir"] for n in job["needs"]] == [init]
+        elif job["script"] == "evaluate":
+            ckpt = job["argv"][job["argv"].index("--ckpt") + 1]
+            assert [by_stage[n]["run_dir"] for n in job["needs"]] == [ckpt]
+            assert by_stage[job["needs"][0]]["script"] in ("train_sft", "train_rl")
+        assert job.get("alone", False) == ("--latency" in job["argv"])
+        assert all(todo.index(by_stage[n]) < todo.index(job) for n in job["needs"])  # listed after its needs
+
+
+def test_a_ready_job_takes_one_slot_beside_others_all_when_alone_and_latency_waits_for_an_idle_machine():
+    """How many of 2 slots a ready job gets: one while another job runs or waits beside it, both
+    when nothing else could run, none when the slots are full; a latency job only an idle
+    machine, all of it."""
+    def job(stage, needs=(), alone=False):
+        return {"stage": stage, "needs": list(needs), "alone": alone}
+    sft_a, sft_b, rl_a = job("SFT a"), job("SFT b"), job("RL a", ["SFT a"])
+    latency = job("latency a", ["SFT a"], alone=True)
+    one, both = {"share": 1}, {"share": 2}
+    assert P.room(sft_a, {}, [sft_a, sft_b], set(), 2) == 1        # its partner is ready too
+    assert P.room(sft_a, {}, [sft_a, rl_a], set(), 2) == 2         # RL a cannot run before it
+    assert P.room(rl_a, {"SFT b": one}, [rl_a], {"SFT a"}, 2) == 1  # beside the job running
+    assert P.room(rl_a, {"x": one, "y": one}, [rl_a], {"SFT a"}, 2) == 0
+    assert P.room(rl_a, {"x": both}, [rl_a], {"SFT a"}, 2) == 0
+    assert P.room(latency, {"SFT b": one}, [latency], {"SFT a"}, 2) == 0
+    assert P.room(latency, {}, [latency, rl_a], {"SFT a"}, 2) == 2
+    assert P.room(rl_a, {}, [latency, rl_a], {"SFT a"}, 2) == 2    # a waiting latency job is no partner
+    assert P.room(sft_a, {}, [sft_a, sft_b], set(), 1) == 1         # --jobs 1: one after another, all cores
+
+
 def test_a_damaged_checkpoint_or_run_record_stops_the_pipeline_naming_it(tmp_path, capsys):
     """A stage whose run folder holds a checkpoint cut short (a disk filled up, say) resumes from
     it, and the stage's own one-line error names the file; a run record cut short is named by the
