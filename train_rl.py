@@ -53,7 +53,7 @@ import countdown
 import model as M
 from evaluate import evaluate, paired_change
 from rollout import Engine, Limits, checkpoint_mode
-from train_sft import collate, micro_batches, setup_distributed
+from train_sft import collate, micro_batches, setup_distributed, teardown_distributed
 
 # ---------------------------------------------------------------------------------------------
 # Presets
@@ -501,8 +501,7 @@ def train(args) -> int:
             save()
     if master:
         finish(run_dir, args, cfg, run, history, steps_log, time.time() - run_began, ckpt_path, log)
-    if world > 1:
-        dist.destroy_process_group()
+    teardown_distributed(world)
     return 0
 
 

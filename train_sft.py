@@ -356,6 +356,14 @@ def setup_distributed(device_arg):
     return rank, world, device
 
 
+def teardown_distributed(world):
+    """Leave the process group together: a rank that tears gloo down while rank 0 still writes its
+    results can abort ("terminate called without an active exception"), so all wait for all first."""
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a SoS+ or APR model from scratch on demonstrations.")
     # what to train
@@ -634,8 +642,7 @@ def train(args) -> int:
     if master:
         save()
         write_results(run_dir, args, cfg, config, len(train_seqs), dropped, history, clock, run_began, log, ckpt_path)
-    if world > 1:
-        dist.destroy_process_group()
+    teardown_distributed(world)
     return 0
 
 
