@@ -163,7 +163,7 @@ def run_jobs(todo: list[dict], log_dir: str, slots: int = 2, out=print, heartbea
     """Run the jobs, each as its own process, `slots` at a time, as their needs allow; returns the
     seconds of those that ran. The engine's decoding is mostly Python between small kernels, so
     two one-thread processes do more than one two-thread process (docs/experiments.md, "two
-    jobs at a time"); a job that is alone (or must be: latency) gets every core."""
+    stages at a time"); a job that is alone (or must be: latency) gets every core."""
     waiting, running, done, seconds = list(todo), {}, set(), {}
     beat = time.time()
     try:
