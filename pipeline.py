@@ -1,8 +1,8 @@
 """
 The whole experiment in one command: data, SFT and RL of both methods, evaluation, comparison.
 
-    python pipeline.py tiny      # 147 min on 2 CPU cores (docs/experiments.md, 2026-12-05); rerun after a kill
-    python pipeline.py smoke     # the same stages on a few problems, in under a minute (CI runs it)
+    python pipeline.py tiny      # 107 min on 2 CPU cores (docs/experiments.md, 2026-12-05); rerun after a kill
+    python pipeline.py smoke     # the same stages on a few problems, in minutes (CI runs it)
     python pipeline.py tiny --train-seed 1   # a second draw: other initializations, data order, RL samples
 
 Each stage is the command a user would type (`python train_sft.py --mode apr --preset tiny ...`),
