@@ -28,6 +28,8 @@ GRPO, as the paper ran it:
 S is the number of sequences in the batch and n(s) the number of sequences in the rollout that s
 belongs to, so a rollout of many threads weighs as much as one of few. Each batch of rollouts is
 used for `inner` optimizer steps. `--algo reinforce` is the plain variant (see `advantages`).
+Two ways to spend rollouts only where rewards differ: `--draws` (dynamic sampling, online) and
+`--filter-samples` (problems chosen before RL by the SFT model's sampled pass rate).
 
 Outputs: `out/rl_<mode>_<preset>/ckpt.pt` (stage "rl"; `evaluate.py --ckpt` reads it as "after
 RL") and `run.json` with the arguments, the log of every step and the validation history.
@@ -78,6 +80,8 @@ class RLConfig:
     eval_problems: int = 200       # validation problems decoded greedily at each check (first and last: all)
     skip_uniform_groups: bool = False  # train no sequence of zero advantage (see `sequences_to_train`)
     draws: int = 1                 # batches of problems drawn at most per step; above 1: `fill_batch`
+    filter_samples: int = 0        # above 0: train only on problems the SFT model sometimes solves (`informative`)
+    filter_pool: int = 256         # training problems the filter samples, the first of the split
 
 
 RL_PRESETS = {
@@ -233,6 +237,51 @@ def fill_batch(draw, prompts: int, group: int, draws: int):
     return kept, torch.cat(kept_rewards), drawn, torch.cat(drawn_rewards)
 
 
+def pass_counts(engine: Engine, problems: list[dict], samples: int, temperature: float, seed: int, rank: int,
+                world: int) -> list[int]:
+    """How many of `samples` rollouts of each problem the verifier accepts, in the problems' order;
+    each rank rolls out every world-th problem and the counts are gathered."""
+    share = problems[rank::world]
+    results = engine.run(share, samples=samples, temperature=temperature, seed=seed + rank)
+    counts = [int(sum(countdown.reward(r["nums"], r["target"], r["text"]) for r in results[i:i + samples]))
+              for i in range(0, len(results), samples)]
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, counts)
+        counts = [gathered[i % world][i // world] for i in range(len(problems))]
+    return counts
+
+
+def informative(problems: list[dict], counts: list[int], samples: int) -> list[dict]:
+    """The problems solved in some of their samples but not in all: the offline form of dynamic
+    sampling's filter. A problem the model never (or always) solves gives GRPO a group of equal
+    rewards, hence no gradient, so RL's rollouts are spent where they can teach."""
+    return [p for p, c in zip(problems, counts) if 0 < c < samples]
+
+
+def filter_problems(engine: Engine, run: dict, cfg: RLConfig, args, run_dir: str, rank: int, world: int, log):
+    """The training problems RL draws from under `--filter-samples`: those of the pool the SFT
+    model sometimes solves. The counts are kept in the run folder, so a resumed run reuses them."""
+    path = os.path.join(run_dir, "filter.json")
+    pool = run["train"][:cfg.filter_pool]
+    if args.resume and os.path.exists(path):
+        with open(path) as f:
+            counts = json.load(f)["counts"]
+    else:
+        began = time.time()
+        counts = pass_counts(engine, pool, cfg.filter_samples, cfg.temperature, args.seed * 1_000_003 - 1, rank, world)
+        if rank == 0:
+            countdown.write_atomically(path, [json.dumps({"samples": cfg.filter_samples, "counts": counts}) + "\n"])
+        log(f"filter: {cfg.filter_samples} samples of {len(pool)} training problems in {time.time() - began:.0f} s")
+    kept = informative(pool, counts, cfg.filter_samples)
+    log(f"filter: {len(kept)} problems solved sometimes, {counts.count(0)} never, "
+        f"{counts.count(cfg.filter_samples)} always")
+    if len(kept) < cfg.prompts:
+        raise ValueError(f"the filter kept {len(kept)} of {len(pool)} training problems, fewer than --prompts "
+                         f"{cfg.prompts}; raise --filter-pool or --filter-samples")
+    return kept
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Reinforcement learning (GRPO or REINFORCE) from an SFT checkpoint, "
                                                  "over whole spawn/join thread trees.")
@@ -259,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--draws", type=int,
                         help="dynamic sampling: draw up to this many batches of problems per step, keeping only "
                              "groups whose rewards differ until the batch is full (default 1: off)")
+    parser.add_argument("--filter-samples", type=int,
+                        help="sample each of the first --filter-pool training problems this many times before RL "
+                             "and train only on those solved sometimes but not always (0: off)")
+    parser.add_argument("--filter-pool", type=int, help="training problems the filter samples (default 256)")
     parser.add_argument("--same-prompts", action="store_true",
                         help="a check, not training: every step draws the first step's prompts, so the "
                              "sampled reward on them must climb if the gradient is right")
@@ -282,13 +335,14 @@ def rl_config(args) -> RLConfig:
     if args.preset not in RL_PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(RL_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "warmup", "temperature",
-                                                "beta", "eval_every", "eval_problems", "skip_uniform_groups", "draws")
+                                                "beta", "eval_every", "eval_problems", "skip_uniform_groups", "draws",
+                                                "filter_samples", "filter_pool")
                  if getattr(args, k) is not None}
     cfg = replace(RL_PRESETS[args.preset], **overrides)
-    for name in ("steps", "prompts", "group", "inner", "micro_tokens", "max_rows", "draws"):
+    for name in ("steps", "prompts", "group", "inner", "micro_tokens", "max_rows", "draws", "filter_pool"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
-    for name in ("warmup", "eval_every", "eval_problems"):
+    for name in ("warmup", "eval_every", "eval_problems", "filter_samples"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(cfg, name)})")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -299,6 +353,9 @@ def rl_config(args) -> RLConfig:
         raise ValueError(f"--beta must be a finite number of 0 or more (got {cfg.beta})")
     if args.n_val is not None and args.n_val < 1:
         raise ValueError(f"--n-val must be at least 1 (got {args.n_val})")
+    if cfg.filter_samples == 1:
+        raise ValueError("--filter-samples must be 0 (off) or at least 2: one sample cannot be solved sometimes "
+                         "but not always")
     if args.algo == "grpo" and cfg.group < 2:
         raise ValueError(f"GRPO needs --group of at least 2: its advantages compare the rollouts of one problem "
                          f"(got {cfg.group}); use --group 5, or --algo reinforce")
@@ -477,6 +534,8 @@ def train(args) -> int:
         history.append(validate(run, cfg, step, full=True))
         log(describe(history[-1]))
     engine = Engine(model, tokenizer, parallel=mode == "apr", limits=Limits(), max_rows=cfg.max_rows)
+    if cfg.filter_samples:
+        run["train"] = filter_problems(engine, run, cfg, args, run_dir, rank, world, log)
     started, first_step = time.time(), step
     while step < cfg.steps:
         began = time.time()

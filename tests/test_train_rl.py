@@ -323,9 +323,55 @@ def test_a_run_with_dynamic_sampling_logs_the_groups_it_drew_and_kept(tmp_path, 
     assert [(s["groups_drawn"], s["groups_kept"]) for s in steps] == [(4, 2), (4, 2)]
 
 
+def test_the_filter_keeps_problems_solved_sometimes_but_not_always():
+    problems = [{"id": i} for i in range(5)]
+    assert train_rl.informative(problems, [0, 1, 4, 3, 2], samples=4) == [{"id": 1}, {"id": 3}, {"id": 4}]
+
+
+def test_a_filtered_run_counts_each_pool_problems_passes_and_draws_only_the_informative(tmp_path, sft_runs,
+                                                                                       monkeypatch):
+    """The verifier is replaced by one whose verdict follows the target: a multiple of 3 is always
+    solved, one more than a multiple of 3 solved in its first sample of each pair, the rest never.
+    The filter's counts must follow that rule, and RL must draw only the problems solved once."""
+    turn = {}
+
+    def reward(nums, target, text):
+        if target % 3 != 1:
+            return float(target % 3 == 0)
+        turn[(tuple(nums), target)] = not turn.get((tuple(nums), target), False)
+        return float(turn[(tuple(nums), target)])
+    monkeypatch.setattr(countdown, "reward", reward)
+    drawn, step_problems = [], train_rl.step_problems
+
+    def spy(*args, **kwargs):
+        picked = step_problems(*args, **kwargs)
+        drawn.extend(picked)
+        return picked
+    monkeypatch.setattr(train_rl, "step_problems", spy)
+    out = tmp_path / "rl"
+    assert train_rl.main(RL_RUN + ["--init", str(sft_runs / "apr"), "--steps", "2", "--filter-samples", "2",
+                                   "--filter-pool", "24", "--eval-problems", "0", "--out", str(out)]) == 0
+    state = M.load_checkpoint(str(sft_runs / "apr"))[2]
+    task = countdown.GameConfig(**state["train_config"]["task"])
+    train = countdown.read_problems(countdown.problems_file(task, "train", state["train_config"]["n_train"],
+                                                            state["args"]["data_dir"]))
+    counts = json.loads((out / "filter.json").read_text())["counts"]
+    assert counts == [{0: 2, 1: 1, 2: 0}[p["target"] % 3] for p in train[:24]]
+    assert len(drawn) == 4 and all(p["target"] % 3 == 1 for p in drawn)
+
+
+def test_a_filter_that_keeps_too_few_problems_says_so(tmp_path, capsys, sft_runs):
+    """A two-step SFT model solves nothing, so no problem is solved sometimes."""
+    assert train_rl.main(RL_RUN + ["--init", str(sft_runs / "apr"), "--filter-samples", "2", "--filter-pool", "4",
+                                   "--out", str(tmp_path / "rl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the filter kept 0 of 4 training problems" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--group", "1"], "GRPO needs --group of at least 2"),
     (["--draws", "0"], "--draws must be at least 1"),
+    (["--filter-samples", "1"], "--filter-samples must be 0 (off) or at least 2"),
     (["--preset", "huge"], "unknown --preset"),
     (["--resume"], "no checkpoint"),
 ])
