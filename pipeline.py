@@ -317,12 +317,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be 1 or more (got {args.jobs})")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill stops the running stages too
+    # a kill stops the running stages too; the caller's handler is put back (tests call main in-process)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return reproduce(args.pipeline, args.out, args.data_dir, train_seed=args.train_seed, slots=args.jobs)
     except ValueError as error:
         print(f"pipeline.py: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import json
 import multiprocessing
 import random
 import re
+import signal
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -579,12 +580,19 @@ def _demonstrate_chunk(job):
     return [(json.dumps(r) + "\n", {k: r[k] for k in _STAT_FIELDS if k in r}) for r in records]
 
 
+def worker_pool(workers: int):
+    """Forked workers that die on SIGTERM whatever handler the parent had set: a worker that
+    inherited one exiting through Python (`pipeline.py`'s) could survive `Pool.terminate`, which
+    then waits for it forever."""
+    return multiprocessing.get_context("fork").Pool(workers, signal.signal, (signal.SIGTERM, signal.SIG_DFL))
+
+
 def demonstrate_all(problems: list[dict], mode: str, seed: int = 0, config: SearchConfig | None = None,
                     workers: int = 1, chunk: int = 64, progress: bool = False, as_json: bool = False):
     """Yield one demonstration per problem, in order, the same for any number of workers."""
     config = config or DEFAULTS[mode]
     jobs = ((i, problems[i:i + chunk], mode, seed, config, as_json) for i in range(0, len(problems), chunk))
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    pool = worker_pool(workers) if workers > 1 else None
     bar = None
     if progress:
         from tqdm import tqdm
@@ -594,9 +602,12 @@ def demonstrate_all(problems: list[dict], mode: str, seed: int = 0, config: Sear
             yield from records
             if bar:
                 bar.update(len(records))
+        if pool:
+            pool.close()  # every chunk is back: let the workers exit on their own
+            pool.join()
     finally:
         if pool:
-            pool.terminate()
+            pool.terminate()  # an early exit (an error, a consumer that stopped reading)
         if bar:
             bar.close()
 

@@ -5,6 +5,7 @@ import ast
 import glob
 import json
 import os
+import signal
 
 import pytest
 
@@ -138,6 +139,18 @@ def test_an_unknown_pipeline_is_one_clear_line(tmp_path, capsys):
     assert P.main(["huge", "--out", str(tmp_path)]) == 2
     assert "unknown pipeline 'huge'" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def test_main_gives_back_the_callers_sigterm_handler(tmp_path, capsys):
+    """main installs its own SIGTERM handler while it runs; a caller in the same process (a test,
+    a notebook) must find its own again afterwards, or its forked workers inherit a stranger's."""
+    mine = lambda *_: None
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert P.main(["huge", "--out", str(tmp_path)]) == 2
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_the_top_level_files_import_each_other_without_a_cycle():

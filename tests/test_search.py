@@ -1,7 +1,10 @@
 """The symbolic solvers and the spawn/join text logic (search.py)."""
 
 import json
+import multiprocessing
 import re
+import signal
+import sys
 from dataclasses import replace
 
 import pytest
@@ -300,6 +303,26 @@ def test_cli_output_is_identical_for_one_and_two_workers(tmp_path, capsys):
     for field in ("nums", "target", "search_path", "trace_dict", "solved", "sequences", "chars"):
         assert field in record
     assert set(record["trace_dict"]) == {"main_calls", "sub_calls"}
+
+
+def test_workers_die_on_sigterm_whatever_handler_the_parent_set():
+    """Pool.terminate stops workers with SIGTERM; a worker that inherited a handler exiting
+    through Python could outlive it and hang the pool, so workers take the default back."""
+    before = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    pool = search.worker_pool(2)
+    try:
+        assert pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL
+    finally:
+        pool.terminate()
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_consumer_that_stops_early_leaves_no_worker_behind():
+    problems = [{"nums": [2, 3, 5, 7], "target": 24}] * 200
+    demos = search.demonstrate_all(problems, "sosp", workers=2, chunk=8)
+    assert "search_path" in next(demos)
+    demos.close()  # the generator's finally terminates the pool
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.parametrize("content, args, message", [
