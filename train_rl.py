@@ -29,7 +29,8 @@ S is the number of sequences in the batch and n(s) the number of sequences in th
 belongs to, so a rollout of many threads weighs as much as one of few. Each batch of rollouts is
 used for `inner` optimizer steps. `--algo reinforce` is the plain variant (see `advantages`).
 Two ways to spend rollouts only where rewards differ: `--draws` (dynamic sampling, online) and
-`--filter-samples` (problems chosen before RL by the SFT model's sampled pass rate).
+`--filter-samples` (problems chosen before RL by the SFT model's sampled pass rate; about 3
+points over the preset's RL in both of two draws, docs/experiments.md).
 
 Outputs: `out/rl_<mode>_<preset>/ckpt.pt` (stage "rl"; `evaluate.py --ckpt` reads it as "after
 RL") and `run.json` with the arguments, the log of every step and the validation history.
