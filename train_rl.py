@@ -54,7 +54,6 @@ import torch.distributed as dist
 
 import countdown
 import model as M
-import search
 from evaluate import evaluate, paired_change
 from rollout import Engine, Limits, checkpoint_mode
 from train_sft import collate, micro_batches, setup_distributed, teardown_distributed
@@ -84,7 +83,6 @@ class RLConfig:
     draws: int = 1                 # batches of problems drawn at most per step; above 1: `fill_batch`
     filter_samples: int = 0        # above 0: train only on problems the SFT model sometimes solves (`informative`)
     filter_pool: int = 256         # training problems the filter samples, the first of the split
-    finders_only: bool = False     # a solved tree credits only the children that found the goal
 
 
 RL_PRESETS = {
@@ -122,28 +120,15 @@ def advantages(rewards: torch.Tensor, group: int, algo: str) -> torch.Tensor:
     return centred.reshape(-1)
 
 
-def found_goal(thread: dict) -> bool:
-    """Whether a child thread's search reached the target: the result its parent's join reads."""
-    return thread["status"] == "done" and search.child_result(thread["text"]) is not None
-
-
-def rollout_sequences(results: list[dict], advantage: torch.Tensor, finders_only: bool = False) -> list[dict]:
+def rollout_sequences(results: list[dict], advantage: torch.Tensor) -> list[dict]:
     """Every LM call of every rollout as a training sequence: its token ids, the mask of sampled
-    tokens, its rollout's advantage and the number of sequences in that rollout.
-
-    `finders_only`: in a rollout of positive advantage, a child whose own search found nothing
-    gets advantage 0, so a solved tree reinforces its parent and the children that solved it,
-    not the searches of subtrees that held no answer. Negative advantages stay on every thread."""
+    tokens, its rollout's advantage and the number of sequences in that rollout."""
     sequences = []
     for k, result in enumerate(results):
-        calls = []
-        for thread in result["threads"]:
-            uncredited = finders_only and advantage[k] > 0 and thread["parent"] is not None and not found_goal(thread)
-            calls += [(tokens, mask, 0.0 if uncredited else float(advantage[k]))
-                      for tokens, mask in thread["calls"] if any(mask[1:])]
-        for tokens, mask, credit in calls:
-            sequences.append({"ids": tokens, "mask": mask, "advantage": credit, "rollout_size": len(calls),
-                              "rollout": k})
+        calls = [call for thread in result["threads"] for call in thread["calls"] if any(call[1][1:])]
+        for tokens, mask in calls:
+            sequences.append({"ids": tokens, "mask": mask, "advantage": float(advantage[k]),
+                              "rollout_size": len(calls), "rollout": k})
     return sequences
 
 
@@ -328,9 +313,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sample each of the first --filter-pool training problems this many times before RL "
                              "and train only on those solved sometimes but not always (0: off)")
     parser.add_argument("--filter-pool", type=int, help="training problems the filter samples (default 256)")
-    parser.add_argument("--finders-only", action="store_true", default=None,
-                        help="APR: a solved rollout reinforces its parent and only the children that found the "
-                             "goal, not those whose subtree held no answer (default: every thread, as the paper)")
     parser.add_argument("--same-prompts", action="store_true",
                         help="a check, not training: every step draws the first step's prompts, so the "
                              "sampled reward on them must climb if the gradient is right")
@@ -355,7 +337,7 @@ def rl_config(args) -> RLConfig:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(RL_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "warmup", "temperature",
                                                 "beta", "eval_every", "eval_problems", "skip_uniform_groups", "draws",
-                                                "filter_samples", "filter_pool", "finders_only")
+                                                "filter_samples", "filter_pool")
                  if getattr(args, k) is not None}
     cfg = replace(RL_PRESETS[args.preset], **overrides)
     for name in ("steps", "prompts", "group", "inner", "micro_tokens", "max_rows", "draws", "filter_pool"):
@@ -421,7 +403,7 @@ def roll_out(engine: Engine, run: dict, cfg: RLConfig, args, step: int, rank: in
                              seed=(args.seed * 1_000_003 + step) * 1009 + rank + k * 1_000_000_007)
         return results, torch.tensor([countdown.reward(r["nums"], r["target"], r["text"]) for r in results])
     results, rewards, drawn, drawn_rewards = fill_batch(draw, local, cfg.group, cfg.draws)
-    sequences = rollout_sequences(results, advantages(rewards, cfg.group, args.algo), cfg.finders_only)
+    sequences = rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
     return results, rewards, sequences, drawn, drawn_rewards
 
 

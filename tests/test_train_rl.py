@@ -323,46 +323,6 @@ def test_a_run_with_dynamic_sampling_logs_the_groups_it_drew_and_kept(tmp_path, 
     assert [(s["groups_drawn"], s["groups_kept"]) for s in steps] == [(4, 2), (4, 2)]
 
 
-def tree(rollout_calls: int = 1) -> dict:
-    """A rollout's threads as the engine returns them: a root and three children, the first of
-    which reached the goal; the third wrote a goal but was cut off (status failed)."""
-    goal = "Moving to Node #0,0\n4,4 equal: Goal Reached\nMoving to Node #0,0\n4,4 equal: Goal Reached\n"
-    call = ([1, 2, 3], [False, True, True])
-    return {"threads": [
-        {"parent": None, "status": "done", "text": "root", "calls": [call] * rollout_calls},
-        {"parent": 0, "status": "done", "text": "Moving to Node #0,0\n" + goal, "calls": [call]},
-        {"parent": 0, "status": "done", "text": "Moving to Node #0,1\nNo goal here\n", "calls": [call]},
-        {"parent": 0, "status": "failed", "text": goal, "calls": [call]}]}
-
-
-def test_finders_only_uncredits_a_solved_trees_children_that_found_nothing():
-    """With --finders-only a rollout of positive advantage keeps it on its parent's calls and on
-    the child that found the goal, and gives 0 to the children that did not (the one cut off
-    included); a negative advantage stays on every thread; without the option every thread
-    carries its rollout's advantage. Each sequence still counts all of its rollout's calls."""
-    results, advantage = [tree(rollout_calls=2), tree()], torch.tensor([0.5, -1.5])
-    credited = train_rl.rollout_sequences(results, advantage, finders_only=True)
-    assert [s["advantage"] for s in credited] == [0.5, 0.5, 0.5, 0.0, 0.0, -1.5, -1.5, -1.5, -1.5]
-    assert [s["rollout_size"] for s in credited] == [5] * 5 + [4] * 4
-    plain = train_rl.rollout_sequences(results, advantage)
-    assert [s["advantage"] for s in plain] == [0.5] * 5 + [-1.5] * 4
-
-
-def test_finders_only_reaches_the_sequences_of_a_run_and_its_record(tmp_path, sft_runs, monkeypatch):
-    """The option is what each step's sequences are built with, and run.json records it."""
-    seen, real = [], train_rl.rollout_sequences
-
-    def recorded(results, advantage, finders_only=False):
-        seen.append(finders_only)
-        return real(results, advantage, finders_only)
-    monkeypatch.setattr(train_rl, "rollout_sequences", recorded)
-    out = tmp_path / "rl"
-    assert train_rl.main(RL_RUN + ["--init", str(sft_runs / "apr"), "--steps", "2", "--eval-problems", "0",
-                                   "--finders-only", "--out", str(out)]) == 0
-    assert seen == [True, True]
-    assert json.loads((out / "run.json").read_text())["rl_config"]["finders_only"] is True
-
-
 def test_the_filter_keeps_problems_solved_sometimes_but_not_always():
     problems = [{"id": i} for i in range(5)]
     assert train_rl.informative(problems, [0, 1, 4, 3, 2], samples=4) == [{"id": 1}, {"id": 3}, {"id": 4}]
