@@ -28,6 +28,8 @@ Standard library only: no torch, no numpy.
 from __future__ import annotations
 
 import argparse
+import collections
+import concurrent.futures
 import functools
 import glob
 import hashlib
@@ -37,6 +39,7 @@ import multiprocessing
 import os
 import random
 import re
+import signal
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -254,6 +257,34 @@ def generate_problem(index: int, seed: int, split: str, game: GameConfig) -> dic
         f"{game.target_min}..{game.target_max}; widen the ranges")
 
 
+def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """Forked workers that die on SIGTERM whatever handler the parent had set: a worker that
+    inherited one exiting through Python (`pipeline.py`'s) could survive being terminated."""
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                  initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL))
+
+
+def parallel_map(fn, jobs, workers: int):
+    """`fn` over an iterable of jobs, results in order, in `workers` forked processes (1: here).
+    At most two jobs per worker run ahead of the reader, so an endless iterable is fine. When the
+    reader stops, the jobs not yet started are cancelled and the running ones finish: no worker is
+    killed mid-write, which can leave half a result in a pipe that `multiprocessing.Pool.terminate`
+    then waits on forever (the record, 2026-12-07). Close the generator to stop it."""
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    pool, pending = worker_pool(workers), collections.deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(fn, job))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _generate_chunk(job: tuple) -> list[dict]:
     start, stop, seed, split, game = job
     return [generate_problem(i, seed, split, game) for i in range(start, stop)]
@@ -281,9 +312,8 @@ def generate_problems(n: int, seed: int = 0, split: str = "train", game: GameCon
         for start in itertools.count(0, chunk):
             yield (start, start + chunk, seed, split, game)
 
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    chunks = parallel_map(_generate_chunk, jobs(), workers)
     try:
-        chunks = pool.imap(_generate_chunk, jobs()) if pool else map(_generate_chunk, jobs())
         emitted, repeats_in_a_row = 0, 0
         for problems in chunks:
             for problem in problems:
@@ -307,8 +337,7 @@ def generate_problems(n: int, seed: int = 0, split: str = "train", game: GameCon
             if emitted == n:
                 return
     finally:
-        if pool:
-            pool.terminate()
+        chunks.close()
         if bar:
             bar.close()
 

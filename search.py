@@ -42,17 +42,15 @@ import functools
 import heapq
 import itertools
 import json
-import multiprocessing
 import random
 import re
-import signal
 import statistics
 import sys
 from dataclasses import asdict, dataclass
 
 from operator import itemgetter
 
-from countdown import GOAL, extract_answer, move_parts, read_problems, write_atomically
+from countdown import GOAL, extract_answer, move_parts, parallel_map, read_problems, write_atomically
 
 # ---------------------------------------------------------------------------------------------
 # Heuristics (lower is better). The data of the paper uses `mult` everywhere. A heuristic is a
@@ -580,34 +578,23 @@ def _demonstrate_chunk(job):
     return [(json.dumps(r) + "\n", {k: r[k] for k in _STAT_FIELDS if k in r}) for r in records]
 
 
-def worker_pool(workers: int):
-    """Forked workers that die on SIGTERM whatever handler the parent had set: a worker that
-    inherited one exiting through Python (`pipeline.py`'s) could survive `Pool.terminate`, which
-    then waits for it forever."""
-    return multiprocessing.get_context("fork").Pool(workers, signal.signal, (signal.SIGTERM, signal.SIG_DFL))
-
-
 def demonstrate_all(problems: list[dict], mode: str, seed: int = 0, config: SearchConfig | None = None,
                     workers: int = 1, chunk: int = 64, progress: bool = False, as_json: bool = False):
     """Yield one demonstration per problem, in order, the same for any number of workers."""
     config = config or DEFAULTS[mode]
     jobs = ((i, problems[i:i + chunk], mode, seed, config, as_json) for i in range(0, len(problems), chunk))
-    pool = worker_pool(workers) if workers > 1 else None
+    chunks = parallel_map(_demonstrate_chunk, jobs, workers)
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(problems), desc=f"{mode} demonstrations", dynamic_ncols=True, file=sys.stderr)
     try:
-        for records in (pool.imap(_demonstrate_chunk, jobs) if pool else map(_demonstrate_chunk, jobs)):
+        for records in chunks:
             yield from records
             if bar:
                 bar.update(len(records))
-        if pool:
-            pool.close()  # every chunk is back: let the workers exit on their own
-            pool.join()
     finally:
-        if pool:
-            pool.terminate()  # an early exit (an error, a consumer that stopped reading)
+        chunks.close()  # an early exit (an error, a consumer that stopped reading) cancels what is left
         if bar:
             bar.close()
 

@@ -1,5 +1,6 @@
 """The symbolic solvers and the spawn/join text logic (search.py)."""
 
+import itertools
 import json
 import multiprocessing
 import re
@@ -306,23 +307,36 @@ def test_cli_output_is_identical_for_one_and_two_workers(tmp_path, capsys):
 
 
 def test_workers_die_on_sigterm_whatever_handler_the_parent_set():
-    """Pool.terminate stops workers with SIGTERM; a worker that inherited a handler exiting
-    through Python could outlive it and hang the pool, so workers take the default back."""
+    """A worker that inherited a SIGTERM handler exiting through Python could outlive being
+    terminated and hang its parent, so workers take the default back."""
     before = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    pool = search.worker_pool(2)
+    pool = countdown.worker_pool(2)
     try:
-        assert pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL
+        assert pool.submit(signal.getsignal, signal.SIGTERM).result() == signal.SIG_DFL
     finally:
-        pool.terminate()
+        pool.shutdown()
         signal.signal(signal.SIGTERM, before)
 
 
 def test_a_consumer_that_stops_early_leaves_no_worker_behind():
+    """Stopping early cancels the chunks not started and waits for the running ones, many times
+    over: killing workers mid-write once hung the parent on half a result in the pipe."""
     problems = [{"nums": [2, 3, 5, 7], "target": 24}] * 200
-    demos = search.demonstrate_all(problems, "sosp", workers=2, chunk=8)
-    assert "search_path" in next(demos)
-    demos.close()  # the generator's finally terminates the pool
-    assert not multiprocessing.active_children()
+    for _ in range(20):
+        demos = search.demonstrate_all(problems, "sosp", workers=2, chunk=8)
+        assert "search_path" in next(demos)
+        demos.close()  # the generator's finally shuts the workers down
+        assert not multiprocessing.active_children()
+
+
+def test_parallel_map_keeps_order_and_reads_an_endless_iterable():
+    """Results come back in the jobs' order for any number of workers, and an endless iterable of
+    jobs is read only a few jobs ahead of the consumer."""
+    for workers in (1, 2):
+        squares = countdown.parallel_map(abs, itertools.count(0, -1), workers)
+        assert list(itertools.islice(squares, 50)) == list(range(50))
+        squares.close()
+        assert not multiprocessing.active_children()
 
 
 @pytest.mark.parametrize("content, args, message", [
