@@ -28,7 +28,6 @@ Standard library only: no torch, no numpy.
 from __future__ import annotations
 
 import argparse
-import collections
 import concurrent.futures
 import functools
 import glob
@@ -41,7 +40,7 @@ import random
 import re
 import signal
 import sys
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +272,7 @@ def parallel_map(fn, jobs, workers: int):
     if workers <= 1:
         yield from map(fn, jobs)
         return
-    pool, pending = worker_pool(workers), collections.deque()
+    pool, pending = worker_pool(workers), deque()
     try:
         for job in jobs:
             pending.append(pool.submit(fn, job))

@@ -331,11 +331,18 @@ def test_a_consumer_that_stops_early_leaves_no_worker_behind():
 
 def test_parallel_map_keeps_order_and_reads_an_endless_iterable():
     """Results come back in the jobs' order for any number of workers, and an endless iterable of
-    jobs is read only a few jobs ahead of the consumer."""
+    jobs is read at most two jobs per worker ahead of the consumer."""
     for workers in (1, 2):
-        squares = countdown.parallel_map(abs, itertools.count(0, -1), workers)
-        assert list(itertools.islice(squares, 50)) == list(range(50))
-        squares.close()
+        read = []
+
+        def jobs():
+            for i in itertools.count():
+                read.append(i)
+                yield -i
+        results = countdown.parallel_map(abs, jobs(), workers)
+        assert list(itertools.islice(results, 50)) == list(range(50))
+        assert len(read) <= 50 + 2 * workers
+        results.close()
         assert not multiprocessing.active_children()
 
 
