@@ -4,6 +4,7 @@ End-to-end reinforcement learning over whole thread trees, parent and children t
     python train_rl.py --init out/sft_apr_tiny                   # GRPO on the tiny preset
     python train_rl.py --init out/sft_sosp_tiny --algo reinforce
     python train_rl.py --init out/sft_apr_tiny --resume          # continue a killed run
+    python train_rl.py --init out/sft_apr_tiny --resume --steps 28   # or a finished one, to more steps
     python train_rl.py --init out/sft_sosp_tiny --same-prompts --prompts 16 --group 8 --steps 10
                                                                  # a check: the reward it trains on climbs
     torchrun --nproc_per_node=4 train_rl.py --init out/sft_apr_small --preset small
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--algo", default="grpo", choices=["grpo", "reinforce"], help="grpo (the paper's) or reinforce")
     parser.add_argument("--preset", default="tiny", help="tiny (CPU), small (one GPU) or paper")
     parser.add_argument("--out", default=None, help="run folder (default out/rl_<mode>_<preset>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run folder's checkpoint: a killed run, or a finished one to a larger --steps")
     parser.add_argument("--steps", type=int, help="optimizer steps on fresh rollouts")
     parser.add_argument("--prompts", type=int, help="problems per step, all ranks")
     parser.add_argument("--group", type=int, help="rollouts per problem")
@@ -565,13 +567,16 @@ def train(args) -> int:
     return 0
 
 
-# what a resumed run may change: they decide what is checked and how often, not the weights
-MAY_CHANGE_ON_RESUME = ("eval_every", "eval_problems")
+# what a resumed run may change: they decide what is checked and how often, and where the run stops
+# (the learning rate after warmup and each step's draws do not depend on --steps, so a finished run
+# continued to more steps trains as one that went there straight)
+MAY_CHANGE_ON_RESUME = ("steps", "eval_every", "eval_problems")
 
 
 def resume(args, cfg: RLConfig, ckpt_path: str, model, tokenizer, optimizer, device, log):
     """(step, validation history, step log) of a killed run, its weights and optimizer loaded.
-    Refuses a run made with other settings than this command's, naming them."""
+    Refuses a run made with other settings than this command's, naming them. A finished run
+    resumed with a larger --steps goes on to it."""
     if not os.path.exists(ckpt_path):
         raise ValueError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume "
                          f"(python train_rl.py --init {args.init})")
@@ -584,7 +589,9 @@ def resume(args, cfg: RLConfig, ckpt_path: str, model, tokenizer, optimizer, dev
                 for k in ("algo", "seed", "same_prompts") if state["args"].get(k) != getattr(args, k)]
     if changed:
         raise ValueError(f"--resume: {ckpt_path} was trained with other settings: {'; '.join(changed)}. Resume "
-                         f"with its settings (only --eval-every and --eval-problems may change), or pass another --out")
+                         f"with its settings (only --steps, --eval-every and --eval-problems may change), or pass another --out")
+    if state["step"] > cfg.steps:
+        raise ValueError(f"--resume: {ckpt_path} has done {state['step']} steps, more than --steps {cfg.steps}")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     log(f"resumed {ckpt_path} at step {state['step']}")

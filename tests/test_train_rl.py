@@ -248,9 +248,15 @@ def test_two_step_run_writes_an_rl_checkpoint_that_evaluation_reads(tmp_path, sf
         assert (check["correct"], check["total_tokens"]) == (again["correct"], again["total_tokens"])
 
 
-def test_resumed_run_ends_with_the_same_weights(tmp_path, sft_runs, monkeypatch):
-    args = RL_RUN + ["--init", str(sft_runs / "apr"), "--steps", "3", "--eval-every", "1", "--eval-problems", "0"]
+def test_resumed_and_continued_runs_end_with_the_same_weights(tmp_path, sft_runs, monkeypatch, capsys):
+    """A run killed in its last step and resumed, and a finished 2-step run continued to 3 steps,
+    end with the weights of a 3-step run that went straight through; resuming to fewer steps
+    than done is refused."""
+    common = RL_RUN + ["--init", str(sft_runs / "apr"), "--eval-every", "1", "--eval-problems", "0"]
+    args = common + ["--steps", "3"]
     assert train_rl.main(args + ["--out", str(tmp_path / "straight")]) == 0
+    assert train_rl.main(common + ["--steps", "2", "--out", str(tmp_path / "continued")]) == 0
+    assert train_rl.main(args + ["--out", str(tmp_path / "continued"), "--resume"]) == 0
     real = train_rl.step_problems
 
     def killed_in_step_3(problems, step, count, seed, draw=0):
@@ -263,10 +269,14 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, sft_runs, monkeypatch)
     monkeypatch.setattr(train_rl, "step_problems", real)
     assert train_rl.main(args + ["--out", str(tmp_path / "killed"), "--resume"]) == 0
     straight = M.load_checkpoint(str(tmp_path / "straight"))[2]
-    resumed = M.load_checkpoint(str(tmp_path / "killed"))[2]
-    assert straight["step"] == resumed["step"] == 3
-    for name, tensor in straight["model"].items():
-        assert torch.equal(tensor, resumed["model"][name]), name
+    for other in ("killed", "continued"):
+        resumed = M.load_checkpoint(str(tmp_path / other))[2]
+        assert straight["step"] == resumed["step"] == 3
+        for name, tensor in straight["model"].items():
+            assert torch.equal(tensor, resumed["model"][name]), (other, name)
+    capsys.readouterr()
+    assert train_rl.main(common + ["--steps", "2", "--out", str(tmp_path / "continued"), "--resume"]) == 2
+    assert "has done 3 steps, more than --steps 2" in capsys.readouterr().err
 
 
 def test_same_prompts_draws_the_first_steps_prompts_at_every_step(tmp_path, sft_runs, monkeypatch):
