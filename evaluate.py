@@ -9,6 +9,7 @@ paper's figures drawn from our own runs.
     python evaluate.py --ckpt out/sft_apr_tiny --latency            # Figure 6: one problem at a time
     python evaluate.py --compare out/sft_sosp_tiny out/sft_apr_tiny # table + figures of several runs
     python evaluate.py --paired out/sft_apr_tiny out/rl_apr_a out/rl_apr_b  # runs vs their base, paired
+    python evaluate.py --paired out/sft_apr_tiny out/rl_apr_a --temperature 0.5 --samples 4  # sampled, paired
 
 Each evaluation prints a table and writes `<run>/eval_<split>[...].json`; `--compare` reads those
 files, prints one markdown table with the paper's numbers beside ours, and draws the figures
@@ -80,22 +81,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.96):
 
 
 def paired_change(before: list[int], after: list[int]) -> dict:
-    """How a change of model moved the same problems (1 correct, 0 not, in the same order):
-    problems gained and lost, and the two-sided exact McNemar p-value, the chance of a split of
-    the changed problems at least this uneven if gains and losses were equally likely. Paired,
-    it sees a change that two separate confidence intervals of the same width would hide."""
+    """How a change of model moved the same problems, given per problem how many of its samples
+    were correct (1 or 0 for greedy), in the same order: problems gained (solved in more samples)
+    and lost (in fewer), and the two-sided exact sign test's p-value, the chance of a split of
+    the changed problems at least this uneven if gains and losses were equally likely. With one
+    sample this is the exact McNemar test. Paired, it sees a change that two separate
+    confidence intervals of the same width would hide."""
     if len(before) != len(after):
         raise ValueError(f"paired results need the same problems ({len(before)} vs {len(after)})")
-    gained = sum(1 for b, a in zip(before, after) if a and not b)
-    lost = sum(1 for b, a in zip(before, after) if b and not a)
+    gained = sum(1 for b, a in zip(before, after) if a > b)
+    lost = sum(1 for b, a in zip(before, after) if a < b)
     n, k = gained + lost, min(gained, lost)
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
     return {"gained": gained, "lost": lost, "p": p}
 
 
-def mean_change(before: list[int], afters: list[list[int]], resamples: int = 10_000, seed: int = 0) -> dict:
+def mean_change(before: list[float], afters: list[list[float]], resamples: int = 10_000, seed: int = 0) -> dict:
     """How several runs made from the same model (RL with different seeds, say) moved the same
-    problems on average: the mean change in accuracy in points, and a 95% bootstrap interval
+    problems (each one's accuracy: 1 or 0 greedy, its share of correct samples sampled) on
+    average: the mean change in accuracy in points, and a 95% bootstrap interval
     that resamples the problems. One RL run gains and loses dozens of problems by chance, so a
     2-point effect hides in any one McNemar test; the mean of a few runs has less of that noise.
     Only the problems are resampled: the runs are taken as given, so how much a fourth seed
@@ -152,7 +156,7 @@ def cumulative_accuracy(results: list[dict], windows: list[int]) -> list[list]:
     return [[w, sum(r["correct"] and r["longest_thread"] <= w for r in results) / n] for w in windows]
 
 
-def group_samples(results: list[dict], samples: int) -> list[list[dict]]:
+def group_samples(results: list, samples: int) -> list[list]:
     """Rollouts come problem by problem, `samples` each: one list per problem."""
     return [results[i:i + samples] for i in range(0, len(results), samples)]
 
@@ -570,20 +574,33 @@ def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) ->
     return 0
 
 
-def paired(run_dirs: list[str], split: str = "val", out=print) -> int:
-    """`--paired BASE RUN ...`: how each run moved the base run's problems (greedy), then the
-    mean over the runs (`mean_change`)."""
+def paired(run_dirs: list[str], split: str = "val", temperature: float = 0.0, samples: int = 1, out=print) -> int:
+    """`--paired BASE RUN ...`: how each run moved the base run's problems, then the mean over
+    the runs (`mean_change`). Greedy by default; with `temperature` and `samples`, the sampled
+    evaluations of that setting, compared by each problem's count of correct samples."""
     if len(run_dirs) < 2:
         raise ValueError("--paired needs a base run and at least one run made from it")
-    correct = {run: load_reports(run, split)["greedy"]["metrics"]["correct"] for run in run_dirs}
+    name = report_name(split, temperature, samples, None, None, False)
+    counts = {}
+    for run in run_dirs:
+        path = os.path.join(run, name)
+        if not os.path.exists(path):
+            raise ValueError(f"{run} has no {name} yet; run `python evaluate.py --ckpt {run} --split {split}"
+                             + (f" --temperature {temperature:g} --samples {samples}`" if temperature else "`")
+                             + " first")
+        correct = read_report(path)["metrics"]["correct"]  # per rollout, a problem's samples together
+        counts[run] = [sum(group) for group in group_samples(correct, samples)]
     base, *runs = run_dirs
-    accuracy = {run: 100 * sum(c) / len(c) for run, c in correct.items()}
-    out(f"{base}: {accuracy[base]:.1f}% of {len(correct[base])} problems (the base)")
+    accuracy = {run: 100 * sum(c) / (len(c) * samples) for run, c in counts.items()}
+    unit = f" per sample (of {samples})" if samples > 1 else ""
+    solved = " solved in more/fewer samples" if samples > 1 else ""
+    out(f"{base}: {accuracy[base]:.1f}%{unit} of {len(counts[base])} problems (the base)")
     for run in runs:
-        change = paired_change(correct[base], correct[run])
+        change = paired_change(counts[base], counts[run])
+        test = "sign test" if samples > 1 else "McNemar"
         out(f"{run}: {accuracy[run]:.1f}% ({accuracy[run] - accuracy[base]:+.1f}), "
-            f"+{change['gained']}/-{change['lost']} problems, McNemar p={change['p']:.2g}")
-    mean = mean_change(correct[base], [correct[run] for run in runs])
+            f"+{change['gained']}/-{change['lost']} problems{solved}, {test} p={change['p']:.2g}")
+    mean = mean_change([c / samples for c in counts[base]], [[c / samples for c in counts[run]] for run in runs])
     out(f"mean over {mean['runs']} run{'s' if mean['runs'] > 1 else ''}: {mean['points']:+.1f} points "
         f"(95% bootstrap interval over problems {mean['low']:+.1f} to {mean['high']:+.1f})")
     return 0
@@ -614,7 +631,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put side by side")
     parser.add_argument("--paired", nargs="+", metavar="RUN",
                         help="evaluated run folders, the base first: how each later run moved the base's "
-                             "problems, and the mean change over them")
+                             "problems, and the mean change over them (greedy; or the evaluations made with "
+                             "--temperature and --samples, per problem by its count of correct samples)")
     parser.add_argument("--out", default=os.path.join("out", "compare"),
                         help="folder for --compare's table and figures (default out/compare)")
     parser.add_argument("--max-rows", type=int, default=64, help="threads decoded together")
@@ -623,7 +641,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.paired:
-            return paired(args.paired, args.split)
+            return paired(args.paired, args.split, args.temperature, args.samples)
         if args.compare:
             return compare(args.compare, args.out, args.split)
         if not args.ckpt:

@@ -144,6 +144,14 @@ def test_paired_change_counts_gains_and_losses_and_gives_the_exact_mcnemar_p():
         E.paired_change([1], [1, 0])
 
 
+def test_paired_change_of_sample_counts_is_a_sign_test_on_the_problems_that_moved():
+    """Counts of correct samples per problem: a problem is gained when its count rises, by any
+    amount, and lost when it falls. Here 3 rose (0->4, 1->2, 2->3), 1 fell (4->1) and 2 kept
+    theirs, so p = 2 * (C(4,0) + C(4,1)) / 2^4 = 10 / 16."""
+    before, after = [0, 1, 2, 4, 3, 0], [4, 2, 3, 1, 3, 0]
+    assert E.paired_change(before, after) == {"gained": 3, "lost": 1, "p": 10 / 16}
+
+
 def test_mean_change_averages_the_runs_per_problem_and_brackets_it_by_resampling_problems():
     """Two runs from one base, on four problems: per problem the runs' mean minus the base is
     1, 1/2, 0 and -1/2, so the mean change is 25 points. Resampled problems can only average
@@ -175,6 +183,28 @@ def test_paired_cli_compares_each_run_with_the_base_then_averages(tmp_path, caps
     assert "mean over 2 runs: +25.0 points" in out
     assert E.main(["--paired", runs[0]]) == 2  # a base alone: a one-line error
     assert "at least one run" in capsys.readouterr().err
+
+
+def test_paired_cli_on_sampled_evaluations_compares_counts_of_correct_samples(tmp_path, capsys):
+    """`--paired ... --temperature 0.5 --samples 2` reads each run's eval_val_t0.5_n2.json, whose
+    per-rollout results hold each problem's two samples together. Base counts 0,1,2 and run
+    counts 1,1,1: per sample 50% both, one problem gained and one lost; the base's greedy file
+    is not read, and a run without the sampled file gets a one-line error naming it."""
+    rollouts = {"base": [0, 0, 1, 0, 1, 1], "run": [1, 0, 0, 1, 1, 0]}
+    for run, correct in rollouts.items():
+        (tmp_path / run).mkdir()
+        metrics = {"problems": 3, "accuracy": 0.5, "accuracy_95ci": [0.0, 1.0], "correct": correct,
+                   "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
+        (tmp_path / run / "eval_val_t0.5_n2.json").write_text(json.dumps({"method": "APR", "metrics": metrics}))
+    runs = [str(tmp_path / run) for run in rollouts]
+    assert E.main(["--paired", *runs, "--temperature", "0.5", "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "50.0% per sample (of 2) of 3 problems (the base)" in out
+    assert "50.0% (+0.0), +1/-1 problems solved in more/fewer samples, sign test p=1" in out
+    assert "mean over 1 run: +0.0 points" in out
+    assert E.main(["--paired", *runs, "--temperature", "0.5", "--samples", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no eval_val_t0.5_n4.json" in err and len(err.splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------------------------
