@@ -577,19 +577,21 @@ def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) ->
 def paired(run_dirs: list[str], split: str = "val", temperature: float = 0.0, samples: int = 1, out=print) -> int:
     """`--paired BASE RUN ...`: how each run moved the base run's problems, then the mean over
     the runs (`mean_change`). Greedy by default; with `temperature` and `samples`, the sampled
-    evaluations of that setting, compared by each problem's count of correct samples."""
+    evaluations of that setting, compared by each problem's count of correct samples. Split
+    "val+test" pools both splits' problems: twice the problems, half the variance of the change."""
     if len(run_dirs) < 2:
         raise ValueError("--paired needs a base run and at least one run made from it")
-    name = report_name(split, temperature, samples, None, None, False)
-    counts = {}
-    for run in run_dirs:
-        path = os.path.join(run, name)
-        if not os.path.exists(path):
-            raise ValueError(f"{run} has no {name} yet; run `python evaluate.py --ckpt {run} --split {split}"
-                             + (f" --temperature {temperature:g} --samples {samples}`" if temperature else "`")
-                             + " first")
-        correct = read_report(path)["metrics"]["correct"]  # per rollout, a problem's samples together
-        counts[run] = [sum(group) for group in group_samples(correct, samples)]
+    counts = {run: [] for run in run_dirs}
+    for part in split.split("+"):  # val+test: the two splits' problems one after the other
+        name = report_name(part, temperature, samples, None, None, False)
+        for run in run_dirs:
+            path = os.path.join(run, name)
+            if not os.path.exists(path):
+                raise ValueError(f"{run} has no {name} yet; run `python evaluate.py --ckpt {run} --split {part}"
+                                 + (f" --temperature {temperature:g} --samples {samples}`" if temperature else "`")
+                                 + " first")
+            correct = read_report(path)["metrics"]["correct"]  # per rollout, a problem's samples together
+            counts[run] += [sum(group) for group in group_samples(correct, samples)]
     base, *runs = run_dirs
     accuracy = {run: 100 * sum(c) / (len(c) * samples) for run, c in counts.items()}
     unit = f" per sample (of {samples})" if samples > 1 else ""
@@ -614,8 +616,9 @@ def main(argv=None) -> int:
         description="Accuracy and cost of a checkpoint on a split of problems (greedy by default), "
                     "compute sweeps, and tables and figures that compare runs.")
     parser.add_argument("--ckpt", help="a run folder (out/<run>) or its ckpt.pt")
-    parser.add_argument("--split", default="val", choices=["val", "test", "train"],
-                        help="which split of the run's task (default val)")
+    parser.add_argument("--split", default="val", choices=["val", "test", "train", "val+test"],
+                        help="which split of the run's task (default val); val+test, with --paired only, "
+                             "pools the problems of both")
     parser.add_argument("--problems", help="a problems .jsonl to use instead of the split")
     parser.add_argument("--n", type=int, help="how many problems (default: as many as the run validated on)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -642,6 +645,8 @@ def main(argv=None) -> int:
     try:
         if args.paired:
             return paired(args.paired, args.split, args.temperature, args.samples)
+        if "+" in args.split:
+            raise ValueError(f"--split {args.split} pools splits for --paired only; evaluate each split on its own")
         if args.compare:
             return compare(args.compare, args.out, args.split)
         if not args.ckpt:

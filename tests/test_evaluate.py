@@ -207,6 +207,31 @@ def test_paired_cli_on_sampled_evaluations_compares_counts_of_correct_samples(tm
     assert "has no eval_val_t0.5_n4.json" in err and len(err.splitlines()) == 1
 
 
+def test_paired_cli_pools_the_two_splits_problem_by_problem(tmp_path, capsys):
+    """`--split val+test` puts each run's test problems after its val problems. Val: the run
+    gains 2 of 4 problems and loses none; test: it gains 1 and loses 1. Pooled, 8 problems with
+    +3/-1: 4 of 8 solved before, 6 after, p = 2 * (C(4,0) + C(4,1)) / 2^4 = 10 / 16. Neither split
+    alone shows +3/-1, so the counts must come from both. Evaluating a pooled split is refused."""
+    correct = {"base": {"val": [0, 0, 1, 1], "test": [0, 1, 1, 0]},
+               "run": {"val": [1, 1, 1, 1], "test": [1, 0, 1, 0]}}
+    for run, splits in correct.items():
+        (tmp_path / run).mkdir()
+        for split, results in splits.items():
+            metrics = {"problems": 4, "accuracy": sum(results) / 4, "accuracy_95ci": [0.0, 1.0], "correct": results,
+                       "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
+            (tmp_path / run / f"eval_{split}.json").write_text(json.dumps({"method": "APR", "metrics": metrics}))
+    runs = [str(tmp_path / run) for run in correct]
+    assert E.main(["--paired", *runs, "--split", "val+test"]) == 0
+    out = capsys.readouterr().out
+    assert "50.0% of 8 problems (the base)" in out
+    assert "75.0% (+25.0), +3/-1 problems, McNemar p=0.62" in out
+    (tmp_path / "run" / "eval_test.json").unlink()
+    assert E.main(["--paired", *runs, "--split", "val+test"]) == 2  # a split missing: one line naming it
+    assert "has no eval_test.json" in capsys.readouterr().err
+    assert E.main(["--ckpt", runs[1], "--split", "val+test"]) == 2
+    assert "--paired only" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line on a tiny random checkpoint
 
