@@ -574,22 +574,24 @@ def compare(run_dirs: list[str], out_dir: str, split: str = "val", out=print) ->
     return 0
 
 
-def paired(run_dirs: list[str], split: str = "val", temperature: float = 0.0, samples: int = 1, out=print) -> int:
+def paired(run_dirs: list[str], split: str = "val", temperature: float = 0.0, samples: int = 1, budget=None,
+           out=print) -> int:
     """`--paired BASE RUN ...`: how each run moved the base run's problems, then the mean over
     the runs (`mean_change`). Greedy by default; with `temperature` and `samples`, the sampled
-    evaluations of that setting, compared by each problem's count of correct samples. Split
-    "val+test" pools both splits' problems: twice the problems, half the variance of the change."""
+    evaluations of that setting, compared by each problem's count of correct samples; with
+    `budget`, the evaluations told that budget. Split "val+test" pools both splits' problems:
+    twice the problems, half the variance of the change."""
     if len(run_dirs) < 2:
         raise ValueError("--paired needs a base run and at least one run made from it")
     counts = {run: [] for run in run_dirs}
     for part in split.split("+"):  # val+test: the two splits' problems one after the other
-        name = report_name(part, temperature, samples, None, None, False)
+        name = report_name(part, temperature, samples, budget, None, False)
         for run in run_dirs:
             path = os.path.join(run, name)
             if not os.path.exists(path):
                 raise ValueError(f"{run} has no {name} yet; run `python evaluate.py --ckpt {run} --split {part}"
-                                 + (f" --temperature {temperature:g} --samples {samples}`" if temperature else "`")
-                                 + " first")
+                                 + (f" --temperature {temperature:g} --samples {samples}" if temperature else "")
+                                 + (f" --budget {budget}" if budget is not None else "") + "` first")
             correct = read_report(path)["metrics"]["correct"]  # per rollout, a problem's samples together
             counts[run] += [sum(group) for group in group_samples(correct, samples)]
     base, *runs = run_dirs
@@ -635,7 +637,8 @@ def main(argv=None) -> int:
     parser.add_argument("--paired", nargs="+", metavar="RUN",
                         help="evaluated run folders, the base first: how each later run moved the base's "
                              "problems, and the mean change over them (greedy; or the evaluations made with "
-                             "--temperature and --samples, per problem by its count of correct samples)")
+                             "--temperature and --samples, per problem by its count of correct samples, "
+                             "and --budget)")
     parser.add_argument("--out", default=os.path.join("out", "compare"),
                         help="folder for --compare's table and figures (default out/compare)")
     parser.add_argument("--max-rows", type=int, default=64, help="threads decoded together")
@@ -644,7 +647,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.paired:
-            return paired(args.paired, args.split, args.temperature, args.samples)
+            return paired(args.paired, args.split, args.temperature, args.samples, args.budget)
         if "+" in args.split:
             raise ValueError(f"--split {args.split} pools splits for --paired only; evaluate each split on its own")
         if args.compare:

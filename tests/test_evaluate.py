@@ -207,6 +207,27 @@ def test_paired_cli_on_sampled_evaluations_compares_counts_of_correct_samples(tm
     assert "has no eval_val_t0.5_n4.json" in err and len(err.splitlines()) == 1
 
 
+def test_paired_cli_with_a_budget_reads_the_evaluations_told_that_budget(tmp_path, capsys):
+    """`--budget 4` pairs the files `--ckpt ... --budget 4` writes (eval_val_t0.5_n2_b4.json),
+    not the unconditioned ones beside them: the two differ here (unconditioned, the run gains
+    nothing; told 4, it gains both problems), so the printed change says which was read."""
+    files = {"base": {"": [0, 0, 1, 1], "_b4": [0, 0, 0, 1]}, "run": {"": [0, 0, 1, 1], "_b4": [1, 0, 1, 1]}}
+    for run, by_budget in files.items():
+        (tmp_path / run).mkdir()
+        for tag, correct in by_budget.items():
+            metrics = {"problems": 2, "accuracy": sum(correct) / 4, "accuracy_95ci": [0.0, 1.0], "correct": correct,
+                       "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
+            (tmp_path / run / f"eval_val_t0.5_n2{tag}.json").write_text(json.dumps({"method": "APR", "metrics": metrics}))
+    runs = [str(tmp_path / run) for run in files]
+    assert E.main(["--paired", *runs, "--temperature", "0.5", "--samples", "2", "--budget", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "25.0% per sample (of 2) of 2 problems (the base)" in out
+    assert "75.0% (+50.0), +2/-0 problems solved in more/fewer samples" in out
+    assert E.main(["--paired", *runs, "--temperature", "0.5", "--samples", "2", "--budget", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no eval_val_t0.5_n2_b3.json" in err and "--budget 3` first" in err
+
+
 def test_paired_cli_pools_the_two_splits_problem_by_problem(tmp_path, capsys):
     """`--split val+test` puts each run's test problems after its val problems. Val: the run
     gains 2 of 4 problems and loses none; test: it gains 1 and loses 1. Pooled, 8 problems with
