@@ -84,7 +84,6 @@ class RLConfig:
     draws: int = 1                 # batches of problems drawn at most per step; above 1: `fill_batch`
     filter_samples: int = 0        # above 0: train only on problems the SFT model sometimes solves (`informative`)
     filter_pool: int = 256         # training problems the filter samples, the first of the split
-    budget: int | None = None      # a conditioned model's rollouts (and filter) told this budget (`roll_out`)
 
 
 RL_PRESETS = {
@@ -241,11 +240,11 @@ def fill_batch(draw, prompts: int, group: int, draws: int):
 
 
 def pass_counts(engine: Engine, problems: list[dict], samples: int, temperature: float, seed: int, rank: int,
-                world: int, budget: int | None = None) -> list[int]:
+                world: int) -> list[int]:
     """How many of `samples` rollouts of each problem the verifier accepts, in the problems' order;
     each rank rolls out every world-th problem and the counts are gathered."""
     share = problems[rank::world]
-    results = engine.run(share, samples=samples, temperature=temperature, seed=seed + rank, budget=budget)
+    results = engine.run(share, samples=samples, temperature=temperature, seed=seed + rank)
     counts = [int(sum(countdown.reward(r["nums"], r["target"], r["text"]) for r in results[i:i + samples]))
               for i in range(0, len(results), samples)]
     if world > 1:
@@ -272,8 +271,7 @@ def filter_problems(engine: Engine, run: dict, cfg: RLConfig, args, run_dir: str
             counts = json.load(f)["counts"]
     else:
         began = time.time()
-        counts = pass_counts(engine, pool, cfg.filter_samples, cfg.temperature, args.seed * 1_000_003 - 1, rank, world,
-                             cfg.budget)
+        counts = pass_counts(engine, pool, cfg.filter_samples, cfg.temperature, args.seed * 1_000_003 - 1, rank, world)
         if rank == 0:
             countdown.write_atomically(path, [json.dumps({"samples": cfg.filter_samples, "counts": counts}) + "\n"])
         log(f"filter: {cfg.filter_samples} samples of {len(pool)} training problems in {time.time() - began:.0f} s")
@@ -317,9 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sample each of the first --filter-pool training problems this many times before RL "
                              "and train only on those solved sometimes but not always (0: off)")
     parser.add_argument("--filter-pool", type=int, help="training problems the filter samples (default 256)")
-    parser.add_argument("--budget", type=int,
-                        help="for a model trained with --conditioning: every rollout (and the filter's) is told "
-                             "this budget (APR: children, SoS+: tokens); validation stays unconditioned")
     parser.add_argument("--same-prompts", action="store_true",
                         help="a check, not training: every step draws the first step's prompts, so the "
                              "sampled reward on them must climb if the gradient is right")
@@ -344,11 +339,10 @@ def rl_config(args) -> RLConfig:
         raise ValueError(f"unknown --preset {args.preset!r}; use one of {', '.join(RL_PRESETS)}")
     overrides = {k: getattr(args, k) for k in ("steps", "prompts", "group", "inner", "lr", "warmup", "temperature",
                                                 "beta", "eval_every", "eval_problems", "skip_uniform_groups", "draws",
-                                                "filter_samples", "filter_pool", "budget")
+                                                "filter_samples", "filter_pool")
                  if getattr(args, k) is not None}
     cfg = replace(RL_PRESETS[args.preset], **overrides)
-    for name in ("steps", "prompts", "group", "inner", "micro_tokens", "max_rows", "draws", "filter_pool") + \
-            (("budget",) if cfg.budget is not None else ()):
+    for name in ("steps", "prompts", "group", "inner", "micro_tokens", "max_rows", "draws", "filter_pool"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
     for name in ("warmup", "eval_every", "eval_problems", "filter_samples"):
@@ -383,8 +377,6 @@ def setup(args, cfg: RLConfig, device, log) -> dict:
     model, tokenizer, init_state = load_init(args.init, device)
     sft_args, sft_config = init_state["args"], init_state["train_config"]
     mode = sft_args["mode"]
-    if cfg.budget is not None and not sft_args.get("conditioning"):
-        raise ValueError(f"{args.init} was trained without --conditioning, so its rollouts cannot follow --budget")
     beta = 0.0 if args.algo == "reinforce" else (cfg.beta if cfg.beta is not None else PAPER_BETA[mode])
     reference = None
     if beta:
@@ -410,7 +402,7 @@ def roll_out(engine: Engine, run: dict, cfg: RLConfig, args, step: int, rank: in
     def draw(k):
         drawn = step_problems(run["train"], 0 if args.same_prompts else step, cfg.prompts, args.seed, k)
         results = engine.run(drawn[rank * local:(rank + 1) * local], samples=cfg.group, temperature=cfg.temperature,
-                             seed=(args.seed * 1_000_003 + step) * 1009 + rank + k * 1_000_000_007, budget=cfg.budget)
+                             seed=(args.seed * 1_000_003 + step) * 1009 + rank + k * 1_000_000_007)
         return results, torch.tensor([countdown.reward(r["nums"], r["target"], r["text"]) for r in results])
     results, rewards, drawn, drawn_rewards = fill_batch(draw, local, cfg.group, cfg.draws)
     sequences = rollout_sequences(results, advantages(rewards, cfg.group, args.algo))
@@ -497,8 +489,7 @@ def describe_config(cfg: RLConfig, run: dict) -> str:
     return (f"{cfg.prompts} prompts x {cfg.group} rollouts per step, {cfg.steps} steps, lr {cfg.lr:g} "
             f"(warmup {cfg.warmup}), temperature {cfg.temperature:g}, beta {run['beta']:g}, {run['inner']} inner "
             f"step(s){'; zero-advantage sequences skipped' if cfg.skip_uniform_groups else ''}"
-            + (f"; dynamic sampling, up to {cfg.draws} batches per step" if cfg.draws > 1 else "")
-            + (f"; rollouts told budget {cfg.budget}" if cfg.budget is not None else ""))
+            + (f"; dynamic sampling, up to {cfg.draws} batches per step" if cfg.draws > 1 else ""))
 
 
 def describe_step(entry: dict, steps: int, eta_minutes: float) -> str:

@@ -378,41 +378,7 @@ def test_a_filter_that_keeps_too_few_problems_says_so(tmp_path, capsys, sft_runs
     assert "the filter kept 0 of 4 training problems" in err and len(err.splitlines()) == 1
 
 
-def test_a_budget_conditions_every_rollout_and_the_filter_and_is_never_trained(tmp_path, sft_runs, monkeypatch):
-    """`--budget 3` on a model trained with conditioning: every call of the engine during RL, the
-    filter's and the steps', is told budget 3, and each rollout's root prompt then starts with
-    the prefix the model learned ("Sub Call Budget: 3 "), as context: none of its tokens trained."""
-    import rollout
-    import search
-    conditioned = tmp_path / "sft_conditioned"
-    assert train_sft.main(TINY_SFT_RUN + ["--mode", "apr", "--steps", "2", "--eval-every", "2", "--conditioning", "1",
-                                          "--data-dir", str(sft_runs / "data"), "--out", str(conditioned)]) == 0
-    budgets, roots, real_run, verdicts = [], [], rollout.Engine.run, iter(range(10**6))
-
-    def spy(self, problems, samples=1, temperature=0.0, top_k=None, seed=0, budget=None):
-        results = real_run(self, problems, samples, temperature, top_k, seed, budget)
-        budgets.append((temperature, budget))
-        roots.extend((*r["threads"][0]["calls"][0], r) for r in results if temperature)
-        return results
-    monkeypatch.setattr(rollout.Engine, "run", spy)
-    # every problem solved in one sample of two, so that the filter keeps it and the step trains
-    monkeypatch.setattr(countdown, "reward", lambda nums, target, text: float(next(verdicts) % 2))
-    assert train_rl.main(RL_RUN + ["--init", str(conditioned), "--steps", "1", "--budget", "3", "--filter-samples",
-                                   "2", "--filter-pool", "4", "--out", str(tmp_path / "rl")]) == 0
-    tok = M.load_checkpoint(str(conditioned))[1]
-    sampled = [budget for temperature, budget in budgets if temperature]
-    assert len(sampled) == 2 and set(sampled) == {3}  # the filter, then the one step
-    assert {budget for temperature, budget in budgets if not temperature} == {None}  # the greedy checks
-    for tokens, mask, result in roots:  # the context before the first trained token: BOS, the prefix, the prompt
-        context = tok.decode(tokens[:mask.index(1) if 1 in mask else len(mask)])
-        assert context == (tok.decode(tokens[:1]) + search.condition_prefix("apr", 3)
-                           + search.root_prompt(result["nums"], result["target"], True))
-    assert roots
-
-
 @pytest.mark.parametrize("extra, message", [
-    (["--budget", "3"], "without --conditioning"),
-    (["--budget", "0"], "--budget must be at least 1"),
     (["--group", "1"], "GRPO needs --group of at least 2"),
     (["--draws", "0"], "--draws must be at least 1"),
     (["--filter-samples", "1"], "--filter-samples must be 0 (off) or at least 2"),
