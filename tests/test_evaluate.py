@@ -166,15 +166,20 @@ def test_mean_change_averages_the_runs_per_problem_and_brackets_it_by_resampling
         E.mean_change([1, 0], [[1, 0], [1]])
 
 
+def write_report(folder, name: str, correct: list[int]) -> None:
+    """A report file as `--ckpt` writes it, reduced to what `--paired` reads: per-rollout results."""
+    metrics = {"problems": len(correct), "accuracy": sum(correct) / len(correct), "accuracy_95ci": [0.0, 1.0],
+               "correct": correct, "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(json.dumps({"method": "APR", "metrics": metrics}))
+
+
 def test_paired_cli_compares_each_run_with_the_base_then_averages(tmp_path, capsys):
     """Report files with per-problem results, as `--ckpt` writes them: each run's change
     against the base, then the mean over runs."""
     results = {"base": [0, 0, 1, 1], "a": [1, 0, 1, 1], "b": [1, 1, 1, 0]}
     for run, correct in results.items():
-        (tmp_path / run).mkdir()
-        metrics = {"problems": 4, "accuracy": sum(correct) / 4, "accuracy_95ci": [0.0, 1.0], "correct": correct,
-                   "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
-        (tmp_path / run / "eval_val.json").write_text(json.dumps({"method": "APR", "metrics": metrics}))
+        write_report(tmp_path / run, "eval_val.json", correct)
     runs = [str(tmp_path / run) for run in results]
     assert E.main(["--paired", *runs]) == 0
     out = capsys.readouterr().out
@@ -192,10 +197,7 @@ def test_paired_cli_on_sampled_evaluations_compares_counts_of_correct_samples(tm
     is not read, and a run without the sampled file gets a one-line error naming it."""
     rollouts = {"base": [0, 0, 1, 0, 1, 1], "run": [1, 0, 0, 1, 1, 0]}
     for run, correct in rollouts.items():
-        (tmp_path / run).mkdir()
-        metrics = {"problems": 3, "accuracy": 0.5, "accuracy_95ci": [0.0, 1.0], "correct": correct,
-                   "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
-        (tmp_path / run / "eval_val_t0.5_n2.json").write_text(json.dumps({"method": "APR", "metrics": metrics}))
+        write_report(tmp_path / run, "eval_val_t0.5_n2.json", correct)
     runs = [str(tmp_path / run) for run in rollouts]
     assert E.main(["--paired", *runs, "--temperature", "0.5", "--samples", "2"]) == 0
     out = capsys.readouterr().out
@@ -213,11 +215,8 @@ def test_paired_cli_with_a_budget_reads_the_evaluations_told_that_budget(tmp_pat
     nothing; told 4, it gains both problems), so the printed change says which was read."""
     files = {"base": {"": [0, 0, 1, 1], "_b4": [0, 0, 0, 1]}, "run": {"": [0, 0, 1, 1], "_b4": [1, 0, 1, 1]}}
     for run, by_budget in files.items():
-        (tmp_path / run).mkdir()
         for tag, correct in by_budget.items():
-            metrics = {"problems": 2, "accuracy": sum(correct) / 4, "accuracy_95ci": [0.0, 1.0], "correct": correct,
-                       "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
-            (tmp_path / run / f"eval_val_t0.5_n2{tag}.json").write_text(json.dumps({"method": "APR", "metrics": metrics}))
+            write_report(tmp_path / run, f"eval_val_t0.5_n2{tag}.json", correct)
     runs = [str(tmp_path / run) for run in files]
     assert E.main(["--paired", *runs, "--temperature", "0.5", "--samples", "2", "--budget", "4"]) == 0
     out = capsys.readouterr().out
@@ -236,11 +235,8 @@ def test_paired_cli_pools_the_two_splits_problem_by_problem(tmp_path, capsys):
     correct = {"base": {"val": [0, 0, 1, 1], "test": [0, 1, 1, 0]},
                "run": {"val": [1, 1, 1, 1], "test": [1, 0, 1, 0]}}
     for run, splits in correct.items():
-        (tmp_path / run).mkdir()
         for split, results in splits.items():
-            metrics = {"problems": 4, "accuracy": sum(results) / 4, "accuracy_95ci": [0.0, 1.0], "correct": results,
-                       "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
-            (tmp_path / run / f"eval_{split}.json").write_text(json.dumps({"method": "APR", "metrics": metrics}))
+            write_report(tmp_path / run, f"eval_{split}.json", results)
     runs = [str(tmp_path / run) for run in correct]
     assert E.main(["--paired", *runs, "--split", "val+test"]) == 0
     out = capsys.readouterr().out
