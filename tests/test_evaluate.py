@@ -167,7 +167,8 @@ def test_mean_change_averages_the_runs_per_problem_and_brackets_it_by_resampling
 
 
 def write_report(folder, name: str, correct: list[int]) -> None:
-    """A report file as `--ckpt` writes it, reduced to what `--paired` reads: per-rollout results."""
+    """A report file with the fields every report must hold; `--paired` reads only `correct`, the
+    per-rollout results, so the other values are placeholders."""
     metrics = {"problems": len(correct), "accuracy": sum(correct) / len(correct), "accuracy_95ci": [0.0, 1.0],
                "correct": correct, "total_tokens": 0, "sequential_tokens": 0, "longest_thread": 0, "children": 0}
     folder.mkdir(exist_ok=True)
